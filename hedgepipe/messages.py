@@ -1,0 +1,220 @@
+"""Every message type on the bus, declared once.
+
+A frame is ``(topic, payload)``: the topic is dot-separated, most general first
+(``md.book.deribit.BTC-27DEC26-100000-C``) so SUB prefix filters work; the payload is a
+msgpack map of one of the Structs below. The first two topic segments (``md.book``) name the
+type, except heartbeats whose first segment (``hb``) does. ``docs/frames.md`` documents
+every field.
+
+Decoding validates: a missing or extra field, or a value of the wrong type, raises
+:class:`FrameError` (see :func:`decode`), which the runtime counts and logs once per kind.
+"""
+
+from __future__ import annotations
+
+from typing import Literal
+
+import msgspec
+
+SCHEMA_VERSION = 1
+
+#: A book level: (price, amount). Option prices are in the base coin (BTC/ETH), future and
+#: perpetual prices in USD; amounts in the instrument's own unit (contracts or USD).
+Level = tuple[float, float]
+
+
+class Envelope(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
+    """Fields every payload carries.
+
+    ``src`` and ``seq`` are stamped by the publishing runtime. ``seq`` counts per
+    (``src``, topic) starting at 1, so a subscriber with any prefix filter can still detect
+    gaps (docs/decisions.md). ``ts_event`` is venue time and ``ts_recv`` local receive time,
+    both integer nanoseconds since the Unix epoch.
+    """
+
+    v: int = SCHEMA_VERSION
+    src: str = ""
+    seq: int = 0
+    ts_event: int = 0
+    ts_recv: int = 0
+
+
+class Instrument(Envelope):
+    venue: str
+    name: str
+    kind: Literal["option", "future", "perpetual", "spot", "combo"]
+    base: str
+    quote: str
+    settle: str
+    tick_size: float
+    min_amount: float
+    contract_size: float
+    inverse: bool
+    #: Price-dependent ticks: (above_price, tick_size), ascending; empty when flat.
+    tick_steps: list[Level] = []
+    expiry_ns: int | None = None
+    strike: float | None = None
+    option_type: Literal["call", "put"] | None = None
+    active: bool = True
+
+
+class Book(Envelope):
+    venue: str
+    instrument: str
+    bids: list[Level]
+    asks: list[Level]
+    change_id: int = 0
+    #: True while the book is being rebuilt after a gap: never trade on a stale book.
+    stale: bool = False
+
+
+class Ticker(Envelope):
+    venue: str
+    instrument: str
+    bid: float | None = None
+    bid_amount: float | None = None
+    ask: float | None = None
+    ask_amount: float | None = None
+    last: float | None = None
+    mark_price: float | None = None
+    mark_iv: float | None = None
+    bid_iv: float | None = None
+    ask_iv: float | None = None
+    underlying_price: float | None = None
+    underlying_index: str | None = None
+    index_price: float | None = None
+    interest_rate: float | None = None
+    open_interest: float | None = None
+    delta: float | None = None
+    gamma: float | None = None
+    vega: float | None = None
+    theta: float | None = None
+    rho: float | None = None
+
+
+class Trade(Envelope):
+    venue: str
+    instrument: str
+    trade_id: str
+    price: float
+    amount: float
+    side: Literal["buy", "sell"]
+    index_price: float | None = None
+    iv: float | None = None
+
+
+class Index(Envelope):
+    venue: str
+    #: Deribit index name, e.g. ``btc_usd``.
+    name: str
+    price: float
+    #: How many sources the price was made from (1 for a single venue's index).
+    sources: int = 1
+
+
+class Heartbeat(Envelope):
+    name: str
+    pid: int
+    state: Literal["starting", "running", "draining"]
+    uptime_s: float
+    counters: dict[str, int]
+    #: Latency from each input's ``ts_recv`` to our receipt, over the last interval.
+    lag_p50_us: float = 0.0
+    lag_p99_us: float = 0.0
+    lag_max_us: float = 0.0
+
+
+#: Topic kind -> payload type. ``clean.*`` carries the same types as ``md.*``.
+TOPIC_TYPES: dict[str, type[Envelope]] = {
+    "md.instrument": Instrument,
+    "md.book": Book,
+    "md.ticker": Ticker,
+    "md.trade": Trade,
+    "md.index": Index,
+    "clean.instrument": Instrument,
+    "clean.book": Book,
+    "clean.ticker": Ticker,
+    "clean.trade": Trade,
+    "clean.index": Index,
+    "hb": Heartbeat,
+}
+
+MAX_TOPIC_BYTES = 256
+
+
+def topic_kind(topic: str) -> str:
+    """The registry key of a topic: its first two segments, or ``hb``."""
+    if topic.startswith("hb.") or topic == "hb":
+        return "hb"
+    first = topic.find(".")
+    if first < 0:
+        return topic
+    second = topic.find(".", first + 1)
+    return topic if second < 0 else topic[:second]
+
+
+def type_for_topic(topic: str) -> type[Envelope] | None:
+    return TOPIC_TYPES.get(topic_kind(topic))
+
+
+# ---- topic builders: the only place topic strings are spelled -------------------------------
+
+def md_topic(kind: str, venue: str, instrument: str, stage: str = "md") -> str:
+    return f"{stage}.{kind}.{venue}.{instrument}"
+
+
+def heartbeat_topic(name: str) -> str:
+    return f"hb.{name}"
+
+
+# ---- codec ----------------------------------------------------------------------------------
+
+class FrameError(Exception):
+    """A frame that cannot be accepted. ``kind`` is the counter it goes to."""
+
+    def __init__(self, kind: str, detail: str):
+        super().__init__(f"{kind}: {detail}")
+        self.kind = kind
+        self.detail = detail
+
+
+_encoder = msgspec.msgpack.Encoder()
+_decoders: dict[type, msgspec.msgpack.Decoder] = {
+    t: msgspec.msgpack.Decoder(t) for t in set(TOPIC_TYPES.values())
+}
+
+
+def encode(msg: Envelope) -> bytes:
+    return _encoder.encode(msg)
+
+
+def decode(topic: str, payload: bytes) -> Envelope:
+    """Decode and validate one payload for ``topic``.
+
+    Raises :class:`FrameError` with kind ``unknown_topic`` (no type for the topic),
+    ``decode_error`` (not msgpack, or not the declared shape), or ``envelope_error``
+    (schema version, ``src`` or ``seq`` missing or wrong).
+    """
+    decoder = _decoders.get(TOPIC_TYPES.get(topic_kind(topic)))  # type: ignore[arg-type]
+    if decoder is None:
+        raise FrameError("unknown_topic", f"no message type for topic {topic!r}")
+    try:
+        msg = decoder.decode(payload)
+    except msgspec.DecodeError as exc:  # ValidationError is a subclass
+        raise FrameError("decode_error", f"{topic}: {exc}") from None
+    if msg.v != SCHEMA_VERSION or not msg.src or msg.seq < 1:
+        raise FrameError(
+            "envelope_error",
+            f"{topic}: envelope v={msg.v} src={msg.src!r} seq={msg.seq} "
+            f"(want v={SCHEMA_VERSION}, a src and seq >= 1)",
+        )
+    return msg
+
+
+def decode_any(payload: bytes) -> object:
+    """Untyped decode, for tools that show whatever arrives."""
+    return msgspec.msgpack.decode(payload)
+
+
+def to_builtins(msg: Envelope) -> dict:
+    return msgspec.structs.asdict(msg)

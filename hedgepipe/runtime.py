@@ -1,0 +1,434 @@
+"""The daemon runtime: everything a daemon needs that is not its domain logic.
+
+A daemon is a :class:`Service`: the topics it takes, a handler that returns what it
+publishes, timers, and a config type. :class:`Runtime` owns the sockets or pipes, the
+clock, signals, heartbeats, counters, metrics and shutdown, so a Service can be tested with
+a list of messages in and a list out (see :func:`run_handler`).
+
+Every input problem is counted, logged once per kind, and dropped; the daemon keeps going.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import signal
+import socket
+import time
+from dataclasses import dataclass
+from typing import Callable, ClassVar, Iterable, NamedTuple, Union
+
+import zmq
+
+from . import messages
+from .bus import PipeInput, PipeOutput, ZmqInput, open_inputs, open_output
+from .clock import SystemClock
+from .config import DaemonConfig, RuntimeConfig, ensure_run_dir
+from .logs import OncePerKind
+from .messages import Envelope, FrameError, Heartbeat, heartbeat_topic
+
+log = logging.getLogger("hedgepipe.runtime")
+
+
+class RawFrame(NamedTuple):
+    """A frame forwarded byte for byte (envelope untouched)."""
+
+    topic: bytes
+    payload: bytes
+
+
+#: What a handler returns: (topic, message) pairs, or raw frames to forward as they are.
+Out = Union[tuple[str, Envelope], RawFrame]
+
+
+@dataclass
+class Timer:
+    period_s: float
+    callback: Callable[[int], Iterable[Out]]  # called with the wall clock in ns
+    name: str = "timer"
+
+
+class Service:
+    """Domain logic of one daemon. Subclass it; keep I/O out of ``__init__``."""
+
+    name: ClassVar[str] = "service"
+    summary: ClassVar[str] = ""
+    Config: ClassVar[type[DaemonConfig]] = DaemonConfig
+    #: False: ``on_message`` gets the payload bytes undecoded (for forwarders, recorders).
+    decode_inputs: ClassVar[bool] = True
+
+    def __init__(self, config: DaemonConfig, clock=SystemClock()):
+        self.config = config
+        self.clock = clock
+        #: The daemon's own counters; they appear in its heartbeat and metrics.
+        self.stats: dict[str, int] = {}
+
+    def on_start(self) -> Iterable[Out]:
+        return ()
+
+    def on_message(self, topic: str, msg) -> Iterable[Out]:
+        return ()
+
+    def timers(self) -> list[Timer]:
+        return []
+
+    def on_stop(self) -> Iterable[Out]:
+        return ()
+
+
+def run_handler(service: Service, frames: Iterable[tuple[str, object]]) -> list[Out]:
+    """Feed messages to a Service and collect what it publishes: the test harness."""
+    out: list[Out] = list(service.on_start())
+    for topic, msg in frames:
+        out.extend(service.on_message(topic, msg))
+    return out
+
+
+class Counters:
+    """The runtime's counters, as they appear in heartbeats (names are the dict keys)."""
+
+    __slots__ = ("in_msgs", "out_msgs", "decode_errors", "envelope_errors", "unknown_topics",
+                 "bad_frames", "oversized", "truncated", "gaps", "seq_resets", "drops",
+                 "handler_errors")
+
+    def __init__(self):
+        for name in self.__slots__:
+            setattr(self, name, 0)
+
+    def as_dict(self) -> dict[str, int]:
+        return {name: getattr(self, name) for name in self.__slots__}
+
+
+# FrameError / BadFrame kinds -> counter attribute
+_ERROR_COUNTER = {"decode_error": "decode_errors", "envelope_error": "envelope_errors",
+                  "unknown_topic": "unknown_topics", "bad_frame": "bad_frames",
+                  "oversized": "oversized", "truncated": "truncated"}
+
+
+class LagWindow:
+    """Input latency samples over one heartbeat interval (bounded memory)."""
+
+    def __init__(self, size: int = 4096):
+        self._buf = [0] * size
+        self._n = 0
+        self._size = size
+
+    def add(self, lag_ns: int) -> None:
+        self._buf[self._n % self._size] = lag_ns
+        self._n += 1
+
+    def take(self) -> tuple[float, float, float]:
+        """(p50, p99, max) in µs, then start a new window."""
+        n = min(self._n, self._size)
+        self._n = 0
+        if not n:
+            return 0.0, 0.0, 0.0
+        s = sorted(self._buf[:n])
+        return s[n // 2] / 1e3, s[min(n - 1, int(n * 0.99))] / 1e3, s[-1] / 1e3
+
+
+class Runtime:
+    """Runs one Service between its inputs and its output until told to stop."""
+
+    def __init__(self, service: Service, runtime: RuntimeConfig, *, inputs: list[str],
+                 output: str, topics: list[str], instance: str, clock=SystemClock(),
+                 metrics_port: int = 0, zmq_context: zmq.Context | None = None):
+        self.service = service
+        self.cfg = runtime
+        self.input_endpoints = inputs
+        self.output_endpoint = output
+        self.topics = topics
+        self.src = instance
+        self.clock = clock
+        self.metrics_port = metrics_port
+        self.counters = Counters()
+        self.lag = LagWindow()
+        self.state = "starting"
+        self.started_ns = 0
+        self.bound_output = ""  # the real endpoint after bind (tcp port 0 resolved)
+        self._ctx = zmq_context
+        self._owns_ctx = zmq_context is None
+        self._inputs: list = []
+        self._output = None
+        self._poller: zmq.Poller | None = None
+        self._stop = False
+        self._wake_r = self._wake_w = None
+        self._timers: list[list] = []  # [due, period, callback, name]
+        self._out_seq: dict[str, int] = {}
+        self._in_seq: dict[str, dict[str, int]] = {}
+        self._report = OncePerKind(logging.getLogger(f"hedgepipe.{service.name}"))
+        self._metrics = None
+        self.ready = None  # optional callable run once sockets are open (tests, bench)
+
+    # ---- lifecycle ----------------------------------------------------------------------
+
+    def open(self) -> None:
+        ensure_run_dir(self.cfg)
+        if self._ctx is None:
+            self._ctx = zmq.Context()
+        self._output = open_output(self._ctx, self.output_endpoint, self.cfg.sndhwm, self.cfg.linger_ms)
+        self.bound_output = getattr(self._output, "bound", self.output_endpoint)
+        self._inputs = open_inputs(self._ctx, self.input_endpoints, self.topics, self.cfg.rcvhwm,
+                                   self.cfg.max_frame_bytes)
+        for inp in self._inputs:
+            for path in inp.missing_ipc_paths():
+                log.warning("input endpoint has no publisher yet; waiting for it",
+                            extra={"endpoint": f"ipc://{path}"})
+        self._poller = zmq.Poller()
+        for inp in self._inputs:
+            self._poller.register(inp.sock if inp.sock is not None else inp.fd, zmq.POLLIN)
+        if self._output.sock is not None:
+            self._poller.register(self._output.sock, zmq.POLLIN)
+        self._install_signals()
+        now = self.clock.monotonic()
+        period = self.cfg.heartbeat_interval_s
+        self._timers = [[now + period, period, self._heartbeat, "heartbeat"]]
+        for t in self.service.timers():
+            self._timers.append([now + t.period_s, t.period_s, t.callback, t.name])
+        if self.metrics_port:
+            from .metrics import MetricsServer
+            self._metrics = MetricsServer(self.metrics_port, self.src, self.snapshot)
+            self._metrics.start()
+        self.started_ns = self.clock.time_ns()
+
+    def _install_signals(self) -> None:
+        self._wake_r, self._wake_w = socket.socketpair()
+        self._wake_r.setblocking(False)
+        self._wake_w.setblocking(False)
+        try:
+            signal.set_wakeup_fd(self._wake_w.fileno())
+        except ValueError:  # not the main thread (embedded in a test): no signals
+            return
+        self._poller.register(self._wake_r.fileno(), zmq.POLLIN)
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            signal.signal(sig, self._on_signal)
+
+    def _on_signal(self, signum, _frame) -> None:
+        log.info("signal received: draining and exiting", extra={"signal": signal.Signals(signum).name})
+        self._stop = True
+
+    def stop(self) -> None:
+        """Ask the loop to drain and exit (thread-safe enough: one flag and a wake-up)."""
+        self._stop = True
+        if self._wake_w is not None:
+            try:
+                self._wake_w.send(b"\0")
+            except OSError:
+                pass
+
+    def run(self) -> int:
+        self.open()
+        try:
+            self.state = "running"
+            self._emit(self.service.on_start())
+            if self.ready:
+                self.ready(self)
+            self._loop()
+            self.state = "draining"
+            self._drain()
+        finally:
+            self.close()
+        return 0
+
+    def close(self) -> None:
+        if self._metrics:
+            self._metrics.stop()
+        for inp in self._inputs:
+            inp.close()
+        if self._output is not None:
+            self._output.close()
+        if self._wake_r is not None:
+            try:
+                signal.set_wakeup_fd(-1)
+            except ValueError:
+                pass
+            self._wake_r.close()
+            self._wake_w.close()
+        if self._owns_ctx and self._ctx is not None:
+            self._ctx.term()
+
+    # ---- the loop -----------------------------------------------------------------------
+
+    def _loop(self) -> None:
+        poller = self._poller
+        by_handle = {(inp.sock if inp.sock is not None else inp.fd): inp for inp in self._inputs}
+        out_sock = self._output.sock
+        clock = self.clock
+        while not self._stop:
+            now = clock.monotonic()
+            due = min(t[0] for t in self._timers)
+            if due <= now:
+                self._run_timers(now)
+                continue
+            self._output.flush()
+            events = poller.poll(max(0, int((due - now) * 1000) + 1))
+            for handle, _ in events:
+                inp = by_handle.get(handle)
+                if inp is not None:
+                    self._consume(inp)
+                    if inp.eof:
+                        poller.unregister(handle)
+                        self._inputs_ended(inp)
+                elif handle is out_sock:
+                    self._output.pump_subscriptions()
+                else:  # the signal wake-up pipe
+                    try:
+                        self._wake_r.recv(64)
+                    except BlockingIOError:
+                        pass
+            if getattr(self._output, "broken", False):
+                log.info("output closed by the reader; exiting", extra={"endpoint": "-"})
+                self._stop = True
+
+    def _inputs_ended(self, inp) -> None:
+        log.info("input stream ended", extra={"endpoint": "-", "truncated": self.counters.truncated})
+        if all(i.eof for i in self._inputs):
+            # A pipeline stage ends when its upstream does (Unix filter semantics).
+            self._stop = True
+
+    def _run_timers(self, now: float) -> None:
+        wall = self.clock.time_ns()
+        for t in self._timers:
+            if t[0] <= now:
+                # Next due time from the schedule, not from now, so periods do not drift;
+                # after a long stall, skip missed ticks rather than firing a burst.
+                t[0] += t[1]
+                if t[0] <= now:
+                    t[0] = now + t[1]
+                self._call(t[3], lambda cb=t[2]: cb(wall))
+
+    def _drain(self) -> None:
+        """Process what already arrived, then let the Service finish and say goodbye."""
+        deadline = self.clock.monotonic() + self.cfg.drain_timeout_s
+        while self.clock.monotonic() < deadline:
+            events = self._poller.poll(0)
+            handles = {h for h, _ in events}
+            active = [i for i in self._inputs if not i.eof
+                      and (i.sock if i.sock is not None else i.fd) in handles]
+            if not active:
+                break
+            for inp in active:
+                self._consume(inp)
+        self._call("on_stop", self.service.on_stop)
+        self._heartbeat(self.clock.time_ns())
+        self._output.flush()
+
+    # ---- per frame ----------------------------------------------------------------------
+
+    def _consume(self, inp) -> None:
+        c = self.counters
+        max_bytes = self.cfg.max_frame_bytes
+        decode_inputs = self.service.decode_inputs
+        on_message = self.service.on_message
+        lag_add = self.lag.add
+        now_ns = self.clock.time_ns
+        for item in inp.read():
+            if item.__class__ is not tuple:
+                self._bad(item.kind, item.detail, endpoint=",".join(inp.endpoints))
+                continue
+            topic_b, payload = item
+            c.in_msgs += 1
+            if len(payload) > max_bytes:
+                self._bad("oversized", f"payload of {len(payload)} bytes > max_frame_bytes {max_bytes}",
+                          topic=topic_b[:120].decode(errors="replace"))
+                continue
+            try:
+                topic = topic_b.decode()
+            except UnicodeDecodeError:
+                self._bad("decode_error", "topic is not UTF-8", topic=repr(topic_b[:120]))
+                continue
+            if decode_inputs:
+                try:
+                    msg = messages.decode(topic, payload)
+                except FrameError as exc:
+                    self._bad(exc.kind, exc.detail, topic=topic)
+                    continue
+                self._track_seq(msg.src, topic, msg.seq)
+                if msg.ts_recv:
+                    lag_add(now_ns() - msg.ts_recv)
+            else:
+                msg = payload
+            try:
+                outs = on_message(topic, msg)
+                if outs:
+                    self._emit(outs)
+            except Exception as exc:  # a handler bug must not kill the daemon
+                c.handler_errors += 1
+                self._report(f"handler:{type(exc).__name__}",
+                             f"handler raised {type(exc).__name__}: {exc}", level=logging.ERROR,
+                             topic=topic, exc_info=True)
+
+    def _track_seq(self, src: str, topic: str, seq: int) -> None:
+        seqs = self._in_seq.get(src)
+        if seqs is None:
+            seqs = self._in_seq[src] = {}
+        last = seqs.get(topic)
+        seqs[topic] = seq
+        if last is None or seq == last + 1:
+            return
+        if seq > last + 1:
+            self.counters.gaps += seq - last - 1
+            self._report("gap", "sequence gap", src=src, topic=topic, expected=last + 1, got=seq)
+        else:
+            # A publisher restart starts again at 1; anything else going back is a replay.
+            self.counters.seq_resets += 1
+            self._report("seq_reset", "sequence went back (publisher restarted?)",
+                         src=src, topic=topic, last=last, got=seq)
+
+    def _bad(self, kind: str, detail: str, **context) -> None:
+        counter = _ERROR_COUNTER.get(kind, "bad_frames")
+        setattr(self.counters, counter, getattr(self.counters, counter) + 1)
+        self._report(kind, f"dropped frame: {detail}", **context)
+
+    def _call(self, what: str, fn) -> None:
+        try:
+            outs = fn()
+            if outs:
+                self._emit(outs)
+        except Exception as exc:
+            self.counters.handler_errors += 1
+            self._report(f"{what}:{type(exc).__name__}", f"{what} raised {type(exc).__name__}: {exc}",
+                         level=logging.ERROR, exc_info=True)
+
+    # ---- publishing ---------------------------------------------------------------------
+
+    def _emit(self, outs: Iterable[Out]) -> None:
+        send = self._output.send
+        c = self.counters
+        for item in outs:
+            if item.__class__ is RawFrame:
+                ok = send(item.topic, item.payload)
+            else:
+                topic, msg = item
+                ok = send(topic.encode(), self._stamp(topic, msg))
+            if ok:
+                c.out_msgs += 1
+            else:
+                c.drops += 1
+
+    def _stamp(self, topic: str, msg: Envelope) -> bytes:
+        seq = self._out_seq.get(topic, 0) + 1
+        self._out_seq[topic] = seq
+        msg.src = self.src
+        msg.seq = seq
+        if not msg.ts_recv:
+            msg.ts_recv = self.clock.time_ns()
+        if not msg.ts_event:
+            msg.ts_event = msg.ts_recv
+        return messages.encode(msg)
+
+    def snapshot(self) -> dict[str, int]:
+        counters = self.counters.as_dict()
+        if self._output is not None:
+            counters["subscribers"] = self._output.stats.subscribers
+        counters.update(self.service.stats)
+        return counters
+
+    def _heartbeat(self, now_ns: int) -> list[Out]:
+        p50, p99, mx = self.lag.take()
+        self._report.summarise()
+        hb = Heartbeat(name=self.src, pid=os.getpid(), state=self.state,
+                       uptime_s=round((now_ns - self.started_ns) / 1e9, 3),
+                       counters=self.snapshot(), lag_p50_us=p50, lag_p99_us=p99, lag_max_us=mx)
+        self._emit([(heartbeat_topic(self.src), hb)])
+        return []
