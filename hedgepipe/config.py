@@ -146,13 +146,17 @@ def _convert(table: str, data: dict, kind: type, source: str):
         raise ConfigError(f"[{table}] ({source}): {exc}") from None
 
 
-def load_settings(daemon: str, config_type: type[DaemonConfig], *, config_path: str | None = None,
-                  cli: Mapping[str, Any] | None = None, environ: Mapping[str, str] | None = None,
-                  known: list[str] | None = None) -> Settings:
-    """Resolve one daemon's settings. ``cli`` holds keys of the daemon's own table."""
+def load_settings(daemon: str | None, config_type: type[DaemonConfig] = DaemonConfig, *,
+                  config_path: str | None = None, cli: Mapping[str, Any] | None = None,
+                  environ: Mapping[str, str] | None = None, known: list[str] | None = None) -> Settings:
+    """Resolve one daemon's settings. ``cli`` holds keys of the daemon's own table.
+
+    With ``daemon=None`` (tools such as zmq-tap) only [runtime] and [endpoints] are resolved
+    and ``Settings.daemon`` is None; the file is still checked for unknown tables.
+    """
     environ = os.environ if environ is None else environ
     known = known_daemons() if known is None else known
-    if daemon not in known:
+    if daemon is not None and daemon not in known:
         known = [*known, daemon]
     path = find_config_file(config_path, environ)
     file_data = _read_toml(path)
@@ -165,7 +169,7 @@ def load_settings(daemon: str, config_type: type[DaemonConfig], *, config_path: 
             raise ConfigError(f"{source}: {table} must be a table")
     env_data = _env_tables(environ, tables)
 
-    own_file = dict(file_data.get(daemon, {}))
+    own_file = dict(file_data.get(daemon, {})) if daemon else {}
     own_cli = dict(cli or {})
     for key in config_type.secret_fields:
         for where, data in (("the config file", own_file), ("the command line", own_cli)):
@@ -175,7 +179,8 @@ def load_settings(daemon: str, config_type: type[DaemonConfig], *, config_path: 
 
     runtime = _convert("runtime", {**file_data.get("runtime", {}), **env_data.get("runtime", {})},
                        RuntimeConfig, source)
-    own = _convert(daemon, {**own_file, **env_data.get(daemon, {}), **own_cli}, config_type, source)
+    own = (_convert(daemon, {**own_file, **env_data.get(daemon, {}), **own_cli}, config_type, source)
+           if daemon else None)
 
     base = path.parent.resolve() if path else Path.cwd()
     run_dir = Path(runtime.run_dir or default_run_dir())
