@@ -47,6 +47,13 @@ def check_endpoint(endpoint: str, *, binding: bool) -> str:
     return endpoint
 
 
+def _endpoint_error(verb: str, endpoint: str, exc: zmq.ZMQError) -> Exception:
+    """A malformed address is a config error (78); a refused one is unavailable (69)."""
+    if exc.errno == errno.EINVAL:
+        return ConfigError(f"cannot {verb} {endpoint}: malformed endpoint ({exc.strerror})")
+    return EndpointError(f"cannot {verb} {endpoint}: {exc.strerror}")
+
+
 @dataclass(slots=True)
 class OutputStats:
     sent: int = 0
@@ -69,7 +76,7 @@ class ZmqOutput:
             sock.bind(endpoint)
         except zmq.ZMQError as exc:
             sock.close(0)
-            raise EndpointError(f"cannot bind {endpoint}: {exc.strerror}") from None
+            raise _endpoint_error("bind", endpoint, exc) from None
         # A tcp port of 0 or * picks a free port; callers need the real one.
         self.bound = sock.getsockopt(zmq.LAST_ENDPOINT).decode()
         self.sock = sock
@@ -174,11 +181,11 @@ class ZmqInput:
                 sock.connect(endpoint)
             except zmq.ZMQError as exc:
                 sock.close(0)
-                raise EndpointError(f"cannot connect {endpoint}: {exc.strerror}") from None
+                raise _endpoint_error("connect", endpoint, exc) from None
         self.sock = sock
         self.eof = False  # sockets never end
 
-    def missing_ipc_paths(self) -> list[str]:
+    def missing_ipc_endpoints(self) -> list[str]:
         """ipc endpoints with nothing there yet: worth a warning, not an error."""
         return [e for e in self.endpoints if e.startswith("ipc://") and not os.path.exists(e[6:])]
 
@@ -220,7 +227,7 @@ class PipeInput:
         self.eof = False
         self.sock = None
 
-    def missing_ipc_paths(self) -> list[str]:
+    def missing_ipc_endpoints(self) -> list[str]:
         return []
 
     def read(self, limit: int = 0) -> list[tuple[bytes, bytes] | BadFrame]:

@@ -212,8 +212,13 @@ def decode(topic: str, payload: bytes) -> Envelope:
 
 
 def decode_any(payload: bytes) -> object:
-    """Untyped decode, for tools that show whatever arrives."""
-    return msgspec.msgpack.decode(payload)
+    """Untyped decode, for tools that show whatever arrives. Raises FrameError only."""
+    try:
+        return msgspec.msgpack.decode(payload)
+    except msgspec.DecodeError as exc:
+        raise FrameError("decode_error", str(exc)) from None
+    except RecursionError:  # absurdly nested input: refuse it like any other bad payload
+        raise FrameError("decode_error", "payload nested too deeply") from None
 
 
 def to_builtins(msg: Envelope) -> dict:

@@ -18,8 +18,9 @@ _NAME_OK = re.compile(r"[^a-zA-Z0-9_]")
 def render(instance: str, counters: dict[str, int]) -> str:
     lines = []
     for key, value in sorted(counters.items()):
-        metric = "hedgepipe_" + _NAME_OK.sub("_", key)
-        lines.append(f"# TYPE {metric} {'gauge' if key == 'subscribers' else 'counter'}")
+        gauge = key == "subscribers"
+        metric = "hedgepipe_" + _NAME_OK.sub("_", key) + ("" if gauge else "_total")
+        lines.append(f"# TYPE {metric} {'gauge' if gauge else 'counter'}")
         lines.append(f'{metric}{{instance="{instance}"}} {value}')
     return "\n".join(lines) + "\n"
 

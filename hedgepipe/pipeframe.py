@@ -68,6 +68,11 @@ class FrameReader:
         self._garbage = 0  # bytes skipped in the current garbage run
 
     @property
+    def buffered(self) -> int:
+        """Bytes held in memory."""
+        return len(self._buf)
+
+    @property
     def pending(self) -> int:
         """Bytes held that do not yet make a whole frame (non-zero at EOF = truncated)."""
         return len(self._buf) + self._skip

@@ -171,9 +171,9 @@ class Runtime:
         self._inputs = open_inputs(self._ctx, self.input_endpoints, self.topics, self.cfg.rcvhwm,
                                    self.cfg.max_frame_bytes)
         for inp in self._inputs:
-            for path in inp.missing_ipc_paths():
+            for endpoint in inp.missing_ipc_endpoints():
                 log.warning("input endpoint has no publisher yet; waiting for it",
-                            extra={"endpoint": f"ipc://{path}"})
+                            extra={"endpoint": endpoint})
         self._poller = zmq.Poller()
         for inp in self._inputs:
             self._poller.register(inp.sock if inp.sock is not None else inp.fd, zmq.POLLIN)
@@ -195,11 +195,11 @@ class Runtime:
         self._wake_r, self._wake_w = socket.socketpair()
         self._wake_r.setblocking(False)
         self._wake_w.setblocking(False)
+        self._poller.register(self._wake_r.fileno(), zmq.POLLIN)
         try:
             signal.set_wakeup_fd(self._wake_w.fileno())
-        except ValueError:  # not the main thread (embedded in a test): no signals
+        except ValueError:  # not the main thread (embedded in a test): stop() still wakes us
             return
-        self._poller.register(self._wake_r.fileno(), zmq.POLLIN)
         for sig in (signal.SIGTERM, signal.SIGINT):
             signal.signal(sig, self._on_signal)
 

@@ -1,0 +1,27 @@
+"""A daemon for tests: republishes every message it decodes (new src/seq, same timestamps).
+
+A book whose instrument is ``BOOM`` makes the handler raise, to prove a handler bug is
+counted and the daemon goes on.
+"""
+
+from hedgepipe.cli import daemon_command
+from hedgepipe.runtime import Service
+
+
+class EchoService(Service):
+    name = "echo"
+    summary = "Test daemon: republish every decoded message."
+
+    def on_message(self, topic, msg):
+        if getattr(msg, "instrument", None) == "BOOM":
+            raise ValueError("BOOM instrument")
+        if topic.startswith("hb."):
+            return ()
+        self.stats["echoed"] = self.stats.get("echoed", 0) + 1
+        return ((topic, msg),)
+
+
+main = daemon_command(EchoService)
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,201 @@
+"""The runtime between real ZeroMQ sockets: pass-through, every kind of bad input, drops."""
+
+from __future__ import annotations
+
+import threading
+
+import pytest
+import zmq
+
+from hedgepipe import messages as m
+from hedgepipe.config import RuntimeConfig
+from hedgepipe.runtime import Runtime, Service, Timer, run_handler
+
+from .conftest import wait_until
+from .echo_daemon import EchoService
+from .frames import TOPIC, book, book_payload, raw_map, valid_book_fields
+
+
+class Bench:
+    """A runtime in a thread, fed by a test XPUB and read by a test SUB."""
+
+    def __init__(self, tmp, service, **cfg):
+        self.ctx = zmq.Context()
+        self.pub = self.ctx.socket(zmq.XPUB)
+        self.pub.bind(f"ipc://{tmp}/in.sock")
+        cfg.setdefault("heartbeat_interval_s", 3600)
+        self.rt = Runtime(service, RuntimeConfig(run_dir=str(tmp), **cfg),
+                          inputs=[f"ipc://{tmp}/in.sock"], output=f"ipc://{tmp}/out.sock",
+                          topics=[""], instance="echo")
+        self.thread = threading.Thread(target=self.rt.run, daemon=True)
+        self.thread.start()
+        wait_until(lambda: self.rt.state == "running", what="runtime running")
+        self.sub = self.ctx.socket(zmq.SUB)
+        self.sub.setsockopt(zmq.SUBSCRIBE, b"")
+        self.sub.connect(f"ipc://{tmp}/out.sock")
+        # Both joins are confirmed, not assumed: the runtime's XPUB has seen our
+        # subscription and our XPUB has seen the runtime's.
+        wait_until(lambda: self.rt._output.stats.subscribers >= 1, what="runtime output subscribed")
+        assert self.pub.poll(5000), "runtime never subscribed to its input"
+        self.pub.recv()
+
+    def send(self, *parts: bytes):
+        for part in parts[:-1]:
+            self.pub.send(part, zmq.SNDMORE)
+        self.pub.send(parts[-1])
+
+    def recv(self, timeout_ms=5000):
+        assert self.sub.poll(timeout_ms), "nothing published"
+        topic = self.sub.recv()
+        payload = self.sub.recv()
+        return topic.decode(), payload
+
+    def recv_until(self, topic_prefix: str):
+        while True:
+            topic, payload = self.recv()
+            if topic.startswith(topic_prefix):
+                return topic, payload
+
+    def close(self):
+        self.rt.stop()
+        self.thread.join(10)
+        assert not self.thread.is_alive()
+        self.pub.close(0)
+        self.sub.close(0)
+        self.ctx.term()
+
+
+@pytest.fixture
+def bench(short_tmp):
+    made = []
+
+    def make(service=None, **cfg):
+        b = Bench(short_tmp, service or EchoService(EchoService.Config()), **cfg)
+        made.append(b)
+        return b
+
+    yield make
+    for b in made:
+        b.close()
+
+
+def test_pass_through_restamps_envelope_and_keeps_timestamps(bench):
+    b = bench()
+    for seq in (1, 2, 3):
+        b.send(TOPIC.encode(), book_payload(seq, src="upstream"))
+    for seq in (1, 2, 3):
+        topic, payload = b.recv()
+        msg = m.decode(topic, payload)
+        assert topic == TOPIC
+        assert (msg.src, msg.seq) == ("echo", seq)
+        assert msg.change_id == 1000 + seq
+        assert msg.ts_event == book(seq).ts_event and msg.ts_recv == book(seq).ts_recv
+    assert b.rt.counters.in_msgs == 3 and b.rt.counters.out_msgs == 3
+
+
+def test_output_seq_counts_per_topic():
+    svc = EchoService(EchoService.Config())
+    out = run_handler(svc, [(TOPIC, book(1)), ("md.book.deribit.OTHER", book(1, instrument="O"))])
+    assert [t for t, _ in out] == [TOPIC, "md.book.deribit.OTHER"]
+
+
+BAD_INPUTS = [
+    ("decode_errors", (TOPIC.encode(), b"\xc1\xc1\xc1 garbage")),
+    ("decode_errors", (TOPIC.encode(), raw_map(**{**valid_book_fields(), "bids": "lots"}))),
+    ("decode_errors", (TOPIC.encode(), raw_map(**{k: v for k, v in valid_book_fields().items()
+                                                  if k != "asks"}))),
+    ("decode_errors", (TOPIC.encode(), raw_map(**valid_book_fields(), extra=1))),
+    ("envelope_errors", (TOPIC.encode(), raw_map(**{**valid_book_fields(), "src": ""}))),
+    ("unknown_topics", (b"md.weather.paris", book_payload(1))),
+    ("bad_frames", (b"md.book.deribit.one-part",)),
+    ("bad_frames", (TOPIC.encode(), book_payload(1), b"third part")),
+    ("oversized", (TOPIC.encode(), b"\x00" * 5000)),
+    ("decode_errors", (b"\xff\xfe not utf-8", book_payload(1))),
+]
+
+
+@pytest.mark.parametrize("counter, parts", BAD_INPUTS, ids=[f"{c}-{i}" for i, (c, _) in enumerate(BAD_INPUTS)])
+def test_bad_input_is_counted_and_nothing_else_is_lost(bench, counter, parts):
+    b = bench(max_frame_bytes=4096)
+    b.send(TOPIC.encode(), book_payload(1, src="up"))
+    b.send(*parts)
+    b.send(TOPIC.encode(), book_payload(2, src="up"))
+    seqs = [m.decode(*b.recv()).change_id for _ in range(2)]
+    assert seqs == [1001, 1002]                      # the frames around it both arrive
+    counters = b.rt.counters.as_dict()
+    assert counters[counter] == 1
+    others = {k: v for k, v in counters.items() if k not in (counter, "in_msgs", "out_msgs")}
+    assert not any(others.values()), others          # and nothing else went wrong
+    assert b.thread.is_alive()
+
+
+def test_sequence_gaps_and_restarts_are_counted_per_source_and_topic(bench):
+    b = bench()
+    for src, seq in [("a", 1), ("a", 2), ("a", 5), ("b", 1), ("a", 1)]:
+        b.send(TOPIC.encode(), book_payload(seq, src=src))
+    for _ in range(5):
+        b.recv()
+    assert b.rt.counters.gaps == 2                   # a: 3 and 4 missing; b's seq is its own
+    assert b.rt.counters.seq_resets == 1             # a restarted at 1
+
+
+def test_handler_exception_is_counted_and_the_daemon_goes_on(bench):
+    b = bench()
+    b.send(TOPIC.encode(), book_payload(1, instrument="BOOM"))
+    b.send(TOPIC.encode(), book_payload(2))
+    assert m.decode(*b.recv()).change_id == 1002
+    assert b.rt.counters.handler_errors == 1
+
+
+def test_heartbeat_carries_counters_and_lag(bench):
+    b = bench(heartbeat_interval_s=0.05)
+    b.send(TOPIC.encode(), book_payload(1))
+    b.send(b"md.weather.x", book_payload(1))
+
+    def beat_with_input():
+        topic, payload = b.recv_until("hb.")
+        hb = m.decode(topic, payload)
+        return hb if hb.counters["in_msgs"] == 2 else None
+
+    hb = wait_until(beat_with_input, what="a heartbeat counting both inputs")
+    assert hb.name == "echo" and hb.state == "running"
+    assert hb.counters["unknown_topics"] == 1
+    assert hb.counters["echoed"] == 1                # the service's own counters too
+    assert hb.counters["subscribers"] == 1
+
+
+def test_timers_publish_and_a_failing_timer_is_counted(bench):
+    class Ticking(Service):
+        name = "ticking"
+
+        def timers(self):
+            return [Timer(0.01, self.tick, "tick"), Timer(0.01, self.fail, "fail")]
+
+        def tick(self, now_ns):
+            return [("md.index.test.btc_usd", m.Index(venue="test", name="btc_usd", price=1.0))]
+
+        def fail(self, now_ns):
+            raise RuntimeError("timer bug")
+
+    b = bench(Ticking(Ticking.Config()))
+    topic, payload = b.recv_until("md.index")
+    assert m.decode(topic, payload).price == 1.0
+    wait_until(lambda: b.rt.counters.handler_errors >= 1, what="timer error counted")
+
+
+def test_publisher_counts_drops_at_the_high_water_mark(short_tmp):
+    from hedgepipe.bus import ZmqOutput
+    ctx = zmq.Context()
+    out = ZmqOutput(ctx, f"ipc://{short_tmp}/hwm.sock", sndhwm=10, linger_ms=0)
+    slow = ctx.socket(zmq.SUB)
+    slow.setsockopt(zmq.RCVHWM, 10)
+    slow.setsockopt(zmq.SUBSCRIBE, b"")
+    slow.connect(f"ipc://{short_tmp}/hwm.sock")
+    wait_until(lambda: (out.pump_subscriptions(), out.stats.subscribers)[1], what="subscriber")
+    payload = b"x" * 4096
+    results = [out.send(b"md.x", payload) for _ in range(20_000)]   # 80 MB: far past every buffer
+    assert out.stats.dropped == results.count(False) > 0
+    assert out.stats.sent + out.stats.dropped == 20_000
+    slow.close(0)
+    out.close()
+    ctx.term()
