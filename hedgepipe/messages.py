@@ -188,6 +188,11 @@ def encode(msg: Envelope) -> bytes:
     return _encoder.encode(msg)
 
 
+#: topic -> decoder, filled on first sight of each topic (bounded: see decode).
+_decoder_by_topic: dict[str, msgspec.msgpack.Decoder] = {}
+_MAX_CACHED_TOPICS = 200_000
+
+
 def decode(topic: str, payload: bytes) -> Envelope:
     """Decode and validate one payload for ``topic``.
 
@@ -195,9 +200,13 @@ def decode(topic: str, payload: bytes) -> Envelope:
     ``decode_error`` (not msgpack, or not the declared shape), or ``envelope_error``
     (schema version, ``src`` or ``seq`` missing or wrong).
     """
-    decoder = _decoders.get(TOPIC_TYPES.get(topic_kind(topic)))  # type: ignore[arg-type]
+    decoder = _decoder_by_topic.get(topic)
     if decoder is None:
-        raise FrameError("unknown_topic", f"no message type for topic {topic!r}")
+        decoder = _decoders.get(TOPIC_TYPES.get(topic_kind(topic)))  # type: ignore[arg-type]
+        if decoder is None:
+            raise FrameError("unknown_topic", f"no message type for topic {topic!r}")
+        if len(_decoder_by_topic) < _MAX_CACHED_TOPICS:
+            _decoder_by_topic[topic] = decoder
     try:
         msg = decoder.decode(payload)
     except msgspec.DecodeError as exc:  # ValidationError is a subclass

@@ -52,10 +52,14 @@ class PipeEvent:
     skipped: int  # bytes passed over
 
 
+_TOPIC_BYTES = bytes(range(33, 127))
+
+
 def _is_topic(raw: bytes) -> bool:
     # Topics are printable ASCII without spaces; a false frame start inside garbage
     # almost never yields one, so this is what keeps resynchronisation honest.
-    return all(33 <= b < 127 for b in raw)
+    # (translate deletes the allowed bytes in C: ~0.2 µs against ~2 µs for a Python loop.)
+    return not raw.translate(None, _TOPIC_BYTES)
 
 
 class FrameReader:

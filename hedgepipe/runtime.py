@@ -177,8 +177,6 @@ class Runtime:
         self._poller = zmq.Poller()
         for inp in self._inputs:
             self._poller.register(inp.sock if inp.sock is not None else inp.fd, zmq.POLLIN)
-        if self._output.sock is not None:
-            self._poller.register(self._output.sock, zmq.POLLIN)
         self._install_signals()
         now = self.clock.monotonic()
         period = self.cfg.heartbeat_interval_s
@@ -252,16 +250,17 @@ class Runtime:
     def _loop(self) -> None:
         poller = self._poller
         by_handle = {(inp.sock if inp.sock is not None else inp.fd): inp for inp in self._inputs}
-        out_sock = self._output.sock
+        output = self._output
         clock = self.clock
+        due = self._next_due()
         while not self._stop:
             now = clock.monotonic()
-            due = min(t[0] for t in self._timers)
             if due <= now:
                 self._run_timers(now)
+                due = self._next_due()
                 continue
-            self._output.flush()
-            events = poller.poll(max(0, int((due - now) * 1000) + 1))
+            output.flush()
+            events = poller.poll(int((due - now) * 1000) + 1)
             for handle, _ in events:
                 inp = by_handle.get(handle)
                 if inp is not None:
@@ -269,16 +268,17 @@ class Runtime:
                     if inp.eof:
                         poller.unregister(handle)
                         self._inputs_ended(inp)
-                elif handle is out_sock:
-                    self._output.pump_subscriptions()
                 else:  # the signal wake-up pipe
                     try:
                         self._wake_r.recv(64)
                     except BlockingIOError:
                         pass
-            if getattr(self._output, "broken", False):
+            if output.broken:
                 log.info("output closed by the reader; exiting", extra={"endpoint": "-"})
                 self._stop = True
+
+    def _next_due(self) -> float:
+        return min(t[0] for t in self._timers)
 
     def _inputs_ended(self, inp) -> None:
         log.info("input stream ended", extra={"endpoint": "-", "truncated": self.counters.truncated})
@@ -316,12 +316,16 @@ class Runtime:
     # ---- per frame ----------------------------------------------------------------------
 
     def _consume(self, inp) -> None:
+        # The hot path: everything per frame is inlined and bound to locals (each saved
+        # attribute lookup or call is ~50-100 ns at 60k frames/s); see docs/bench.md.
         c = self.counters
         max_bytes = self.cfg.max_frame_bytes
         decode_inputs = self.service.decode_inputs
         on_message = self.service.on_message
-        lag_add = self.lag.add
-        now_ns = self.clock.time_ns
+        decode = messages.decode
+        in_seq = self._in_seq
+        lag = self.lag
+        now_ns = self.clock.time_ns()  # one stamp per batch: lag resolution is the batch
         for item in inp.read():
             if item.__class__ is not tuple:
                 self._bad(item.kind, item.detail, endpoint=",".join(inp.endpoints))
@@ -339,13 +343,19 @@ class Runtime:
                 continue
             if decode_inputs:
                 try:
-                    msg = messages.decode(topic, payload)
+                    msg = decode(topic, payload)
                 except FrameError as exc:
                     self._bad(exc.kind, exc.detail, topic=topic)
                     continue
-                self._track_seq(msg.src, topic, msg.seq)
+                seqs = in_seq.get(msg.src)
+                if seqs is None:
+                    seqs = in_seq[msg.src] = {}
+                last = seqs.get(topic)
+                seqs[topic] = msg.seq
+                if last is not None and msg.seq != last + 1:
+                    self._seq_break(msg.src, topic, last, msg.seq)
                 if msg.ts_recv:
-                    lag_add(now_ns() - msg.ts_recv)
+                    lag.add(now_ns - msg.ts_recv)
             else:
                 msg = payload
             try:
@@ -358,14 +368,7 @@ class Runtime:
                              f"handler raised {type(exc).__name__}: {exc}", level=logging.ERROR,
                              topic=topic, exc_info=True)
 
-    def _track_seq(self, src: str, topic: str, seq: int) -> None:
-        seqs = self._in_seq.get(src)
-        if seqs is None:
-            seqs = self._in_seq[src] = {}
-        last = seqs.get(topic)
-        seqs[topic] = seq
-        if last is None or seq == last + 1:
-            return
+    def _seq_break(self, src: str, topic: str, last: int, seq: int) -> None:
         if seq > last + 1:
             self.counters.gaps += seq - last - 1
             self._report("gap", "sequence gap", src=src, topic=topic, expected=last + 1, got=seq)
@@ -395,27 +398,29 @@ class Runtime:
     def _emit(self, outs: Iterable[Out]) -> None:
         send = self._output.send
         c = self.counters
+        out_seq = self._out_seq
+        src = self.src
+        encode = messages.encode
+        now_ns = 0
         for item in outs:
             if item.__class__ is RawFrame:
                 ok = send(item.topic, item.payload)
             else:
                 topic, msg = item
-                ok = send(topic.encode(), self._stamp(topic, msg))
+                seq = out_seq.get(topic, 0) + 1
+                out_seq[topic] = seq
+                msg.src = src
+                msg.seq = seq
+                if not msg.ts_recv:
+                    now_ns = now_ns or self.clock.time_ns()
+                    msg.ts_recv = now_ns
+                if not msg.ts_event:
+                    msg.ts_event = msg.ts_recv
+                ok = send(topic.encode(), encode(msg))
             if ok:
                 c.out_msgs += 1
             else:
                 c.drops += 1
-
-    def _stamp(self, topic: str, msg: Envelope) -> bytes:
-        seq = self._out_seq.get(topic, 0) + 1
-        self._out_seq[topic] = seq
-        msg.src = self.src
-        msg.seq = seq
-        if not msg.ts_recv:
-            msg.ts_recv = self.clock.time_ns()
-        if not msg.ts_event:
-            msg.ts_event = msg.ts_recv
-        return messages.encode(msg)
 
     def snapshot(self) -> dict[str, int]:
         counters = self.counters.as_dict()
@@ -425,6 +430,9 @@ class Runtime:
         return counters
 
     def _heartbeat(self, now_ns: int) -> list[Out]:
+        # Subscription messages are read here, not on every wake-up: they only feed the
+        # `subscribers` gauge, and polling the XPUB per frame costs latency (docs/bench.md).
+        self._output.pump_subscriptions()
         p50, p99, mx = self.lag.take()
         self._report.summarise()
         hb = Heartbeat(name=self.src, pid=os.getpid(), state=self.state,
