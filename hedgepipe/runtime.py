@@ -13,8 +13,6 @@ from __future__ import annotations
 import logging
 import os
 import signal
-import socket
-import time
 from dataclasses import dataclass
 from typing import Callable, ClassVar, Iterable, NamedTuple, Union
 
@@ -24,6 +22,7 @@ from . import messages
 from .bus import PipeInput, PipeOutput, ZmqInput, open_inputs, open_output
 from .clock import SystemClock
 from .config import DaemonConfig, RuntimeConfig, ensure_run_dir
+from .eventloop import InputLoop
 from .logs import OncePerKind
 from .messages import Envelope, FrameError, Heartbeat, heartbeat_topic
 
@@ -150,9 +149,8 @@ class Runtime:
         self._owns_ctx = zmq_context is None
         self._inputs: list = []
         self._output = None
-        self._poller: zmq.Poller | None = None
+        self._events: InputLoop | None = None
         self._stop = False
-        self._wake_r = self._wake_w = None
         self._timers: list[list] = []  # [due, period, callback, name]
         self._out_seq: dict[str, int] = {}
         self._in_seq: dict[str, dict[str, int]] = {}
@@ -174,10 +172,8 @@ class Runtime:
             for endpoint in inp.missing_ipc_endpoints():
                 log.warning("input endpoint has no publisher yet; waiting for it",
                             extra={"endpoint": endpoint})
-        self._poller = zmq.Poller()
-        for inp in self._inputs:
-            self._poller.register(inp.sock if inp.sock is not None else inp.fd, zmq.POLLIN)
-        self._install_signals()
+        self._events = InputLoop(self._inputs, self._on_signal)
+        self._events.open()
         now = self.clock.monotonic()
         period = self.cfg.heartbeat_interval_s
         self._timers = [[now + period, period, self._heartbeat, "heartbeat"]]
@@ -189,30 +185,15 @@ class Runtime:
             self._metrics.start()
         self.started_ns = self.clock.time_ns()
 
-    def _install_signals(self) -> None:
-        self._wake_r, self._wake_w = socket.socketpair()
-        self._wake_r.setblocking(False)
-        self._wake_w.setblocking(False)
-        self._poller.register(self._wake_r.fileno(), zmq.POLLIN)
-        try:
-            signal.set_wakeup_fd(self._wake_w.fileno())
-        except ValueError:  # not the main thread (embedded in a test): stop() still wakes us
-            return
-        for sig in (signal.SIGTERM, signal.SIGINT):
-            signal.signal(sig, self._on_signal)
-
-    def _on_signal(self, signum, _frame) -> None:
+    def _on_signal(self, signum: int) -> None:
         log.info("signal received: draining and exiting", extra={"signal": signal.Signals(signum).name})
         self._stop = True
 
     def stop(self) -> None:
-        """Ask the loop to drain and exit (thread-safe enough: one flag and a wake-up)."""
+        """Ask the loop to drain and exit (from another thread: one flag and a wake-up)."""
         self._stop = True
-        if self._wake_w is not None:
-            try:
-                self._wake_w.send(b"\0")
-            except OSError:
-                pass
+        if self._events is not None:
+            self._events.wake()
 
     def run(self) -> int:
         self.open()
@@ -235,21 +216,15 @@ class Runtime:
             inp.close()
         if self._output is not None:
             self._output.close()
-        if self._wake_r is not None:
-            try:
-                signal.set_wakeup_fd(-1)
-            except ValueError:
-                pass
-            self._wake_r.close()
-            self._wake_w.close()
+        if self._events is not None:
+            self._events.close()
         if self._owns_ctx and self._ctx is not None:
             self._ctx.term()
 
     # ---- the loop -----------------------------------------------------------------------
 
     def _loop(self) -> None:
-        poller = self._poller
-        by_handle = {(inp.sock if inp.sock is not None else inp.fd): inp for inp in self._inputs}
+        events = self._events
         output = self._output
         clock = self.clock
         due = self._next_due()
@@ -260,19 +235,11 @@ class Runtime:
                 due = self._next_due()
                 continue
             output.flush()
-            events = poller.poll(int((due - now) * 1000) + 1)
-            for handle, _ in events:
-                inp = by_handle.get(handle)
-                if inp is not None:
-                    self._consume(inp)
-                    if inp.eof:
-                        poller.unregister(handle)
-                        self._inputs_ended(inp)
-                else:  # the signal wake-up pipe
-                    try:
-                        self._wake_r.recv(64)
-                    except BlockingIOError:
-                        pass
+            for inp in events.poll(int((due - now) * 1000) + 1):
+                self._consume(inp)
+                if inp.eof:
+                    events.ended(inp)
+                    self._input_ended()
             if output.broken:
                 log.info("output closed by the reader; exiting", extra={"endpoint": "-"})
                 self._stop = True
@@ -280,9 +247,9 @@ class Runtime:
     def _next_due(self) -> float:
         return min(t[0] for t in self._timers)
 
-    def _inputs_ended(self, inp) -> None:
+    def _input_ended(self) -> None:
         log.info("input stream ended", extra={"endpoint": "-", "truncated": self.counters.truncated})
-        if all(i.eof for i in self._inputs):
+        if not self._events.open_inputs:
             # A pipeline stage ends when its upstream does (Unix filter semantics).
             self._stop = True
 
@@ -301,14 +268,13 @@ class Runtime:
         """Process what already arrived, then let the Service finish and say goodbye."""
         deadline = self.clock.monotonic() + self.cfg.drain_timeout_s
         while self.clock.monotonic() < deadline:
-            events = self._poller.poll(0)
-            handles = {h for h, _ in events}
-            active = [i for i in self._inputs if not i.eof
-                      and (i.sock if i.sock is not None else i.fd) in handles]
-            if not active:
+            ready = self._events.poll(0)
+            if not ready:
                 break
-            for inp in active:
+            for inp in ready:
                 self._consume(inp)
+                if inp.eof:
+                    self._events.ended(inp)
         self._call("on_stop", self.service.on_stop)
         self._heartbeat(self.clock.time_ns())
         self._output.flush()

@@ -14,8 +14,6 @@ import logging
 import os
 import random
 import re
-import signal
-import socket
 import sys
 import time
 from datetime import datetime, timedelta, timezone
@@ -28,6 +26,7 @@ from .. import messages
 from ..bus import open_inputs
 from ..cli import common_options, guarded
 from ..config import load_settings
+from ..eventloop import InputLoop
 from ..errors import ConfigError
 from ..logs import setup_logging
 
@@ -337,62 +336,42 @@ class Tap:
 
     def run(self) -> int:
         ctx = zmq.Context()
-        wake_r, wake_w = socket.socketpair()
         inputs: list = []
+        events = None
         try:
-            for sock in (wake_r, wake_w):
-                sock.setblocking(False)
-            # Signals only set a flag; the wake-up socket gets poll() out of its wait.
-            signal.set_wakeup_fd(wake_w.fileno())
-            for sig in (signal.SIGTERM, signal.SIGINT):
-                signal.signal(sig, self._on_signal)
             inputs = open_inputs(ctx, self.endpoints, self.topics, self.rcvhwm, self.max_frame_bytes)
             for inp in inputs:
                 for endpoint in inp.missing_ipc_endpoints():
                     log.warning("nothing is listening there yet; waiting for a publisher",
                                 extra={"endpoint": endpoint})
-            self._loop(inputs, wake_r)
+            events = InputLoop(inputs, self._on_signal)
+            events.open()
+            self._loop(events)
         finally:
-            signal.set_wakeup_fd(-1)
+            if events is not None:
+                events.close()
             for inp in inputs:
                 inp.close()
-            wake_r.close()
-            wake_w.close()
             ctx.term()
         if self.stats is not None:
             self._lines.append(self._stats_output(final=True))
             self._flush()
         return 0
 
-    def _on_signal(self, _signum, _frame) -> None:
+    def _on_signal(self, _signum: int) -> None:
         self._stop = True
 
-    def _loop(self, inputs: list, wake_r: socket.socket) -> None:
-        poller = zmq.Poller()
-        by_handle = {}
-        for inp in inputs:
-            handle = inp.sock if inp.sock is not None else inp.fd
-            by_handle[handle] = inp
-            poller.register(handle, zmq.POLLIN)
-        poller.register(wake_r.fileno(), zmq.POLLIN)
+    def _loop(self, events: InputLoop) -> None:
         next_table = time.monotonic() + self.interval_s
         while not self._stop:
             timeout = None  # no timers without --stats: sleep until a frame or a signal
             if self.stats is not None:
                 timeout = max(0, int((next_table - time.monotonic()) * 1000) + 1)
-            for handle, _ in poller.poll(timeout):
-                inp = by_handle.get(handle)
-                if inp is None:
-                    try:
-                        wake_r.recv(64)
-                    except BlockingIOError:
-                        pass
-                    continue
+            for inp in events.poll(timeout):
                 self._consume(inp.read())
                 if inp.eof:
-                    poller.unregister(handle)
-                    del by_handle[handle]
-                    self._stop = self._stop or not by_handle  # stdin ended and it was all we had
+                    events.ended(inp)
+                    self._stop = self._stop or not events.open_inputs  # stdin was all we had
                 if self._stop:
                     break
             now = time.monotonic()
