@@ -14,8 +14,13 @@ from __future__ import annotations
 
 import errno
 import os
+import select
+import socket
+import stat
 import sys
+import time
 from dataclasses import dataclass
+from typing import Callable
 
 import zmq
 
@@ -57,24 +62,32 @@ def _endpoint_error(verb: str, endpoint: str, exc: zmq.ZMQError) -> Exception:
     return EndpointError(f"cannot {verb} {endpoint}: {exc.strerror}")
 
 
-@dataclass(slots=True)
-class OutputStats:
-    sent: int = 0
-    dropped: int = 0  # refused at the high-water mark
-    subscribers: int = 0  # current count, from XPUB subscription messages
+#: What a publisher does when a subscriber's queue is full ([runtime] when_subscriber_full).
+#: "drop": that subscriber misses the frame (it sees a sequence gap and counts it); every
+#:         other subscriber still gets it. A stalled zmq-tap cannot starve risk-gate.
+#: "refuse": the publisher refuses the frame for everyone and counts it in ``drops``
+#:         (XPUB_NODROP). Nothing is lost unseen by the publisher, but one slow
+#:         subscriber stops delivery to all.
+FULL_POLICIES = ("drop", "refuse")
 
 
 class ZmqOutput:
-    """One bound XPUB socket; ``send`` never blocks and counts what the HWM refuses."""
+    """One bound XPUB socket; ``send`` never blocks. See FULL_POLICIES."""
 
-    def __init__(self, ctx: zmq.Context, endpoint: str, sndhwm: int, linger_ms: int):
+    def __init__(self, ctx: zmq.Context, endpoint: str, sndhwm: int, linger_ms: int,
+                 when_full: str = "drop"):
+        if when_full not in FULL_POLICIES:
+            raise ConfigError(f"when_subscriber_full = {when_full!r}: want one of {FULL_POLICIES}")
         self.endpoint = endpoint
-        self.stats = OutputStats()
+        self.subscriptions = 0  # topic prefixes subscribed, from XPUB subscription messages
         self.broken = False  # sockets never lose their reader the way a pipe does
+        self.pending_bytes = 0  # zmq queues on its own I/O thread: nothing waits here
         self._linger_ms = linger_ms
+        if endpoint.startswith("ipc://"):
+            _refuse_live_ipc(endpoint)
         sock = ctx.socket(zmq.XPUB)
         sock.setsockopt(zmq.SNDHWM, sndhwm)
-        sock.setsockopt(zmq.XPUB_NODROP, 1)
+        sock.setsockopt(zmq.XPUB_NODROP, 1 if when_full == "refuse" else 0)
         sock.setsockopt(zmq.LINGER, linger_ms)
         try:
             sock.bind(endpoint)
@@ -86,80 +99,112 @@ class ZmqOutput:
         self.sock = sock
 
     def send(self, topic: bytes, payload: bytes) -> bool:
+        """False when refused (only with when_full="refuse")."""
         try:
             self.sock.send(topic, _SNDMORE_NOBLOCK)
         except zmq.Again:
-            self.stats.dropped += 1
             return False
         # Both parts of a multipart message are queued atomically once the first is
         # accepted, so the second send cannot be refused.
         self.sock.send(payload, _NOBLOCK)
-        self.stats.sent += 1
         return True
 
     def pump_subscriptions(self) -> None:
         """Read XPUB subscription messages (they would otherwise queue up)."""
         while True:
             try:
-                msg = self.sock.recv(zmq.NOBLOCK)
+                msg = self.sock.recv(_NOBLOCK)
             except zmq.Again:
                 return
             if msg[:1] == b"\x01":
-                self.stats.subscribers += 1
+                self.subscriptions += 1
             elif msg[:1] == b"\x00":
-                self.stats.subscribers = max(0, self.stats.subscribers - 1)
+                self.subscriptions = max(0, self.subscriptions - 1)
 
-    def flush(self) -> None:
-        pass
+    def flush(self, give_up_at: Callable[[], float | None] | None = None) -> int:
+        return 0  # zmq queues on its own I/O thread
 
     def close(self) -> None:
         self.sock.close(self._linger_ms)
 
 
-class PipeOutput:
-    """Frames to a binary stream (stdout). Writes are buffered and flushed when idle."""
+def _refuse_live_ipc(endpoint: str) -> None:
+    """libzmq silently replaces a live ipc socket file; a second daemon on one endpoint is a bug."""
+    path = endpoint[len("ipc://"):]
+    if not os.path.exists(path):
+        return
+    probe = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    try:
+        probe.connect(path)
+    except (ConnectionRefusedError, FileNotFoundError):
+        return  # a stale file left by a process that died: binding replaces it
+    except OSError:
+        return  # not a socket we can probe (permissions): let bind decide
+    finally:
+        probe.close()
+    raise EndpointError(f"cannot bind {endpoint}: another process is publishing there")
 
-    def __init__(self, stream=None):
+
+class PipeOutput:
+    """Frames to a binary stream (stdout), buffered and written when the loop goes idle.
+
+    A pipe never drops: a slow reader slows us down (backpressure). But a write must not
+    block a stopping daemon forever, so the fd is non-blocking and ``flush`` waits for it to
+    become writable, giving up only when ``give_up_at()`` returns a deadline that has passed.
+    """
+
+    def __init__(self, fd: int | None = None):
         self.endpoint = STDIO
-        self.stats = OutputStats()
-        self._stream = stream if stream is not None else sys.stdout.buffer
-        self._pending: list[bytes] = []
-        self._pending_bytes = 0
+        self.subscriptions = 1  # whoever reads the pipe
+        self.fd = sys.stdout.fileno() if fd is None else fd
+        self._pending = bytearray()
+        self._frame_ends: list[int] = []  # offsets where each pending frame ends
         self.broken = False  # the reader went away (EPIPE)
         self.sock = None
+        mode = os.fstat(self.fd).st_mode
+        if stat.S_ISFIFO(mode) or stat.S_ISSOCK(mode):
+            os.set_blocking(self.fd, False)
 
     def send(self, topic: bytes, payload: bytes) -> bool:
         if self.broken:
-            self.stats.dropped += 1
             return False
-        frame = encode_frame(topic, payload)
-        self._pending.append(frame)
-        self._pending_bytes += len(frame)
-        self.stats.sent += 1
-        if self._pending_bytes >= 1 << 16:
-            self.flush()
+        self._pending += encode_frame(topic, payload)
+        self._frame_ends.append(len(self._pending))
         return True
+
+    @property
+    def pending_bytes(self) -> int:
+        return len(self._pending)
 
     def pump_subscriptions(self) -> None:
         pass
 
-    def flush(self) -> None:
-        if not self._pending or self.broken:
-            return
-        data = b"".join(self._pending)
-        n = len(self._pending)
-        self._pending.clear()
-        self._pending_bytes = 0
+    def flush(self, give_up_at: Callable[[], float | None] | None = None) -> int:
+        """Write what is pending. Returns how many frames were lost (reader gone, or gave up)."""
+        view = memoryview(self._pending)
+        written = 0
         try:
-            self._stream.write(data)
-            self._stream.flush()
-        except BrokenPipeError:
-            self.broken = True
-            self.stats.sent -= n
-            self.stats.dropped += n
+            while written < len(view):
+                try:
+                    written += os.write(self.fd, view[written:])
+                except BlockingIOError:
+                    deadline = give_up_at() if give_up_at else None
+                    if deadline is not None and time.monotonic() >= deadline:
+                        break
+                    # Wait for the reader, but wake often enough to notice a stop request.
+                    select.select([], [self.fd], [], 0.05)
+                except BrokenPipeError:
+                    self.broken = True
+                    break
+        finally:
+            view.release()
+        lost = sum(1 for end in self._frame_ends if end > written)
+        self._pending.clear()
+        self._frame_ends.clear()
+        return lost
 
     def close(self) -> None:
-        self.flush()
+        pass
 
 
 @dataclass(slots=True)
@@ -187,6 +232,7 @@ class ZmqInput:
                 sock.close(0)
                 raise _endpoint_error("connect", endpoint, exc) from None
         self.sock = sock
+        self.handle = sock  # what a poller watches
         self.eof = False  # sockets never end
 
     def missing_ipc_endpoints(self) -> list[str]:
@@ -229,6 +275,7 @@ class PipeInput:
         self.endpoints = [STDIO]
         self.fd = sys.stdin.fileno() if fd is None else fd
         self.reader = FrameReader(max_payload)
+        self.handle = self.fd
         # A SUB socket filters by prefix in libzmq; on a pipe we do it here, the same way.
         self._prefixes = tuple(t.encode() for t in topics or () if t)
         self.eof = False
@@ -248,11 +295,7 @@ class PipeInput:
             raise
         if not data:
             self.eof = True
-            out: list[tuple[bytes, bytes] | BadFrame] = []
-            if self.reader.pending:
-                out.append(BadFrame("truncated", f"stream ended inside a frame "
-                                                 f"({self.reader.pending} bytes unread)"))
-            return out
+            return [BadFrame(e.kind, e.detail) for e in self.reader.finish()]
         out = []
         prefixes = self._prefixes
         for item in self.reader.feed(data):
@@ -266,11 +309,11 @@ class PipeInput:
         pass
 
 
-def open_output(ctx: zmq.Context, endpoint: str, sndhwm: int, linger_ms: int):
+def open_output(ctx: zmq.Context, endpoint: str, sndhwm: int, linger_ms: int, when_full: str = "drop"):
     check_endpoint(endpoint, binding=True)
     if endpoint == STDIO:
         return PipeOutput()
-    return ZmqOutput(ctx, endpoint, sndhwm, linger_ms)
+    return ZmqOutput(ctx, endpoint, sndhwm, linger_ms, when_full)
 
 
 def open_inputs(ctx: zmq.Context, endpoints: list[str], topics: list[str], rcvhwm: int,

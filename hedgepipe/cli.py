@@ -72,7 +72,7 @@ def daemon_command(service_cls: type[Service]) -> click.Command:
                   help="Subscribe to topics starting with PREFIX (repeatable). Default: config `topics`.")
     @click.option("--set", "sets", multiple=True, metavar="KEY=VALUE",
                   help="Override a key of this daemon's config table (repeatable).")
-    @click.option("--metrics-port", type=int, default=None,
+    @click.option("--metrics-port", type=click.IntRange(0, 65535), default=None,
                   help="Serve Prometheus text on 127.0.0.1:PORT/metrics.")
     @click.option("--instance", default=None, help="Name stamped as `src` and used for hb.<name>.")
     @common_options

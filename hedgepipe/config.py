@@ -19,7 +19,7 @@ import tomllib
 from dataclasses import dataclass
 from importlib.metadata import entry_points
 from pathlib import Path
-from typing import Any, ClassVar, Mapping
+from typing import Annotated, Any, ClassVar, Literal, Mapping
 
 import msgspec
 
@@ -50,6 +50,10 @@ class RuntimeConfig(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
     linger_ms: int = 1000
     #: On SIGTERM, how long to keep processing what had already arrived.
     drain_timeout_s: float = 2.0
+    #: When a subscriber's queue is full: "drop" (that subscriber misses frames and counts
+    #: the gap; others unaffected) or "refuse" (the frame is refused for every subscriber and
+    #: counted in `drops`). See docs/decisions.md.
+    when_subscriber_full: Literal["drop", "refuse"] = "drop"
 
 
 class DaemonConfig(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
@@ -60,7 +64,7 @@ class DaemonConfig(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
     #: Topic prefixes to subscribe to ("" = everything).
     topics: list[str] = msgspec.field(default_factory=lambda: [""])
     #: Serve Prometheus text on 127.0.0.1:PORT/metrics (0 = off).
-    metrics_port: int = 0
+    metrics_port: Annotated[int, msgspec.Meta(ge=0, le=65535)] = 0
     #: Instance name stamped as ``src`` (default: the daemon name).
     instance: str = ""
 

@@ -26,9 +26,8 @@ class InputLoop:
 
     def open(self) -> None:
         for inp in self.inputs:
-            handle = inp.sock if inp.sock is not None else inp.fd
-            self._by_handle[handle] = inp
-            self._poller.register(handle, zmq.POLLIN)
+            self._by_handle[inp.handle] = inp
+            self._poller.register(inp.handle, zmq.POLLIN)
         self._wake_r, self._wake_w = socket.socketpair()
         self._wake_r.setblocking(False)
         self._wake_w.setblocking(False)
@@ -62,9 +61,8 @@ class InputLoop:
 
     def ended(self, inp) -> None:
         """Stop polling an input that reached EOF."""
-        handle = inp.sock if inp.sock is not None else inp.fd
-        if self._by_handle.pop(handle, None) is not None:
-            self._poller.unregister(handle)
+        if self._by_handle.pop(inp.handle, None) is not None:
+            self._poller.unregister(inp.handle)
 
     def wake(self) -> None:
         """Make a waiting poll() return (from another thread)."""

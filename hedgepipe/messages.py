@@ -115,7 +115,8 @@ class Index(Envelope):
 class Heartbeat(Envelope):
     name: str
     pid: int
-    state: Literal["starting", "running", "draining"]
+    #: "running", or "draining" in the last heartbeat a daemon sends as it stops.
+    state: Literal["running", "draining"]
     uptime_s: float
     counters: dict[str, int]
     #: Latency from each input's ``ts_recv`` to our receipt, over the last interval.
@@ -140,6 +141,7 @@ TOPIC_TYPES: dict[str, type[Envelope]] = {
 }
 
 MAX_TOPIC_BYTES = 256
+_TOPIC_CHARS = bytes(range(33, 127))  # printable ASCII, no space
 
 
 def topic_kind(topic: str) -> str:
@@ -165,6 +167,19 @@ def md_topic(kind: str, venue: str, instrument: str, stage: str = "md") -> str:
 
 def heartbeat_topic(name: str) -> str:
     return f"hb.{name}"
+
+
+def topic_bytes(topic: str) -> bytes:
+    """A topic as sent, after checking the rules every transport shares.
+
+    Printable ASCII without spaces, 1-256 bytes: a topic that breaks them would travel over a
+    socket but be refused as garbage by the next pipe reader, so it is refused here instead.
+    """
+    raw = topic.encode("ascii", errors="replace")
+    if not raw or len(raw) > MAX_TOPIC_BYTES or raw.translate(None, _TOPIC_CHARS):
+        raise ValueError(f"topic {topic[:80]!r}: want 1-{MAX_TOPIC_BYTES} printable ASCII "
+                         "characters without spaces")
+    return raw
 
 
 # ---- codec ----------------------------------------------------------------------------------
@@ -198,7 +213,8 @@ def decode(topic: str, payload: bytes) -> Envelope:
 
     Raises :class:`FrameError` with kind ``unknown_topic`` (no type for the topic),
     ``decode_error`` (not msgpack, or not the declared shape), or ``envelope_error``
-    (schema version, ``src`` or ``seq`` missing or wrong).
+    (``src`` or ``seq`` missing, or a schema version other than ours; a payload without
+    ``v`` is taken as version 1, the first schema).
     """
     decoder = _decoder_by_topic.get(topic)
     if decoder is None:

@@ -18,7 +18,7 @@ _NAME_OK = re.compile(r"[^a-zA-Z0-9_]")
 def render(instance: str, counters: dict[str, int]) -> str:
     lines = []
     for key, value in sorted(counters.items()):
-        gauge = key == "subscribers"
+        gauge = key == "subscriptions"
         metric = "hedgepipe_" + _NAME_OK.sub("_", key) + ("" if gauge else "_total")
         lines.append(f"# TYPE {metric} {'gauge' if gauge else 'counter'}")
         lines.append(f'{metric}{{instance="{instance}"}} {value}')

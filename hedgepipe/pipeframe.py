@@ -20,6 +20,7 @@ from .messages import MAX_TOPIC_BYTES
 _FIXARRAY2 = 0x92
 _STR8, _STR16 = 0xD9, 0xDA
 _BIN8, _BIN16, _BIN32 = 0xC4, 0xC5, 0xC6
+_MAX_PLAUSIBLE = 64 << 20
 _U16 = struct.Struct(">H")
 _U32 = struct.Struct(">I")
 
@@ -37,9 +38,9 @@ def encode_frame(topic: bytes, payload: bytes) -> bytes:
     if m < 256:
         mid = bytes((_BIN8, m))
     elif m < 65536:
-        mid = b"\xc5" + _U16.pack(m)
+        mid = bytes((_BIN16,)) + _U16.pack(m)
     else:
-        mid = b"\xc6" + _U32.pack(m)
+        mid = bytes((_BIN32,)) + _U32.pack(m)
     return b"".join((head, topic, mid, payload))
 
 
@@ -80,6 +81,21 @@ class FrameReader:
     def pending(self) -> int:
         """Bytes held that do not yet make a whole frame (non-zero at EOF = truncated)."""
         return len(self._buf) + self._skip
+
+    def finish(self) -> list[PipeEvent]:
+        """At end of stream: report what is left (garbage not yet reported, a cut frame)."""
+        events = []
+        if self._garbage:
+            events.append(PipeEvent("decode_error", "bytes that are not a [topic, payload] frame",
+                                    self._garbage))
+            self._garbage = 0  # (those bytes were already dropped from the buffer)
+        if self._buf or self._skip:
+            events.append(PipeEvent("truncated", f"stream ended inside a frame "
+                                                 f"({len(self._buf) + self._skip} bytes unread)",
+                                    len(self._buf) + self._skip))
+        self._buf.clear()
+        self._skip = 0
+        return events
 
     def feed(self, data: bytes) -> list[tuple[bytes, bytes] | PipeEvent]:
         out: list[tuple[bytes, bytes] | PipeEvent] = []
@@ -162,6 +178,10 @@ class FrameReader:
         else:
             return -1
         if plen > self.max_payload:
+            if plen > max(16 * self.max_payload, _MAX_PLAUSIBLE):
+                # Nobody sends that: a false frame start inside garbage. Skipping its
+                # "payload" would swallow good frames behind it.
+                return -1
             have = min(plen, end - p)
             self._skip = plen - have
             event = PipeEvent("oversized", f"{topic.decode()}: payload of {plen} bytes "

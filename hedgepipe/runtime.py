@@ -23,10 +23,13 @@ from .bus import PipeInput, PipeOutput, ZmqInput, open_inputs, open_output
 from .clock import SystemClock
 from .config import DaemonConfig, RuntimeConfig, ensure_run_dir
 from .eventloop import InputLoop
+from .seqtrack import WENT_BACK, SeqTracker
 from .logs import OncePerKind
 from .messages import Envelope, FrameError, Heartbeat, heartbeat_topic
 
 log = logging.getLogger("hedgepipe.runtime")
+#: While draining, input that stays quiet this long is taken to be all there was.
+_DRAIN_QUIET_MS = 50
 
 
 class RawFrame(NamedTuple):
@@ -111,19 +114,25 @@ class LagWindow:
         self._buf = [0] * size
         self._n = 0
         self._size = size
+        self._max = 0
 
     def add(self, lag_ns: int) -> None:
         self._buf[self._n % self._size] = lag_ns
         self._n += 1
+        if lag_ns > self._max:
+            self._max = lag_ns
 
     def take(self) -> tuple[float, float, float]:
-        """(p50, p99, max) in µs, then start a new window."""
+        """(p50, p99, max) in µs, then start a new window.
+
+        The max is exact; p50/p99 are over the last ``size`` samples of the interval.
+        """
         n = min(self._n, self._size)
-        self._n = 0
+        mx, self._n, self._max = self._max, 0, 0
         if not n:
             return 0.0, 0.0, 0.0
         s = sorted(self._buf[:n])
-        return s[n // 2] / 1e3, s[min(n - 1, int(n * 0.99))] / 1e3, s[-1] / 1e3
+        return s[n // 2] / 1e3, s[min(n - 1, int(n * 0.99))] / 1e3, mx / 1e3
 
 
 class Runtime:
@@ -151,9 +160,10 @@ class Runtime:
         self._output = None
         self._events: InputLoop | None = None
         self._stop = False
+        self._give_up_at: float | None = None  # set on stop: when drain and writes give up
         self._timers: list[list] = []  # [due, period, callback, name]
-        self._out_seq: dict[str, int] = {}
-        self._in_seq: dict[str, dict[str, int]] = {}
+        self._out: dict[str, list] = {}  # topic -> [last seq, topic bytes]
+        self._seqs = SeqTracker()
         self._report = OncePerKind(logging.getLogger(f"hedgepipe.{service.name}"))
         self._metrics = None
         self.ready = None  # optional callable run once sockets are open (tests, bench)
@@ -164,7 +174,8 @@ class Runtime:
         ensure_run_dir(self.cfg)
         if self._ctx is None:
             self._ctx = zmq.Context()
-        self._output = open_output(self._ctx, self.output_endpoint, self.cfg.sndhwm, self.cfg.linger_ms)
+        self._output = open_output(self._ctx, self.output_endpoint, self.cfg.sndhwm, self.cfg.linger_ms,
+                                   self.cfg.when_subscriber_full)
         self.bound_output = getattr(self._output, "bound", self.output_endpoint)
         self._inputs = open_inputs(self._ctx, self.input_endpoints, self.topics, self.cfg.rcvhwm,
                                    self.cfg.max_frame_bytes)
@@ -187,19 +198,28 @@ class Runtime:
 
     def _on_signal(self, signum: int) -> None:
         log.info("signal received: draining and exiting", extra={"signal": signal.Signals(signum).name})
-        self._stop = True
+        self._request_stop()
 
     def stop(self) -> None:
-        """Ask the loop to drain and exit (from another thread: one flag and a wake-up)."""
-        self._stop = True
+        """Ask the loop to drain and exit (from another thread: a flag and a wake-up)."""
+        self._request_stop()
         if self._events is not None:
             self._events.wake()
 
+    def _request_stop(self) -> None:
+        if self._give_up_at is None:
+            self._give_up_at = self.clock.monotonic() + self.cfg.drain_timeout_s
+        self._stop = True
+
+    def _deadline(self) -> float | None:
+        """None while running (a pipe write may wait for its reader); the drain deadline after."""
+        return self._give_up_at
+
     def run(self) -> int:
-        self.open()
         try:
+            self.open()
             self.state = "running"
-            self._emit(self.service.on_start())
+            self._call("on_start", self.service.on_start)
             if self.ready:
                 self.ready(self)
             self._loop()
@@ -234,7 +254,8 @@ class Runtime:
                 self._run_timers(now)
                 due = self._next_due()
                 continue
-            output.flush()
+            if output.pending_bytes:
+                self._flush()
             for inp in events.poll(int((due - now) * 1000) + 1):
                 self._consume(inp)
                 if inp.eof:
@@ -265,19 +286,34 @@ class Runtime:
                 self._call(t[3], lambda cb=t[2]: cb(wall))
 
     def _drain(self) -> None:
-        """Process what already arrived, then let the Service finish and say goodbye."""
-        deadline = self.clock.monotonic() + self.cfg.drain_timeout_s
-        while self.clock.monotonic() < deadline:
-            ready = self._events.poll(0)
+        """Process what already arrived, then let the Service finish and say goodbye.
+
+        Input keeps being read until it has been quiet for ``_DRAIN_QUIET_MS`` (frames in
+        flight between the I/O thread and us, a pipe being emptied) or the deadline passes.
+        """
+        self._request_stop()
+        deadline = self._give_up_at
+        while self.clock.monotonic() < deadline and self._events.open_inputs:
+            ready = self._events.poll(_DRAIN_QUIET_MS)
             if not ready:
                 break
             for inp in ready:
                 self._consume(inp)
                 if inp.eof:
                     self._events.ended(inp)
+            if self._output.pending_bytes:
+                self._flush()
         self._call("on_stop", self.service.on_stop)
         self._heartbeat(self.clock.time_ns())
-        self._output.flush()
+        self._flush()
+
+    def _flush(self) -> None:
+        lost = self._output.flush(self._deadline)
+        if lost:
+            self.counters.out_msgs -= lost
+            self.counters.drops += lost
+            self._report("output_lost", "frames not written: the reader is gone or too slow to "
+                         "take them before the drain deadline", level=logging.ERROR, frames=lost)
 
     # ---- per frame ----------------------------------------------------------------------
 
@@ -289,10 +325,11 @@ class Runtime:
         decode_inputs = self.service.decode_inputs
         on_message = self.service.on_message
         decode = messages.decode
-        in_seq = self._in_seq
+        observe = self._seqs.observe
         lag = self.lag
-        now_ns = self.clock.time_ns()  # one stamp per batch: lag resolution is the batch
-        for item in inp.read():
+        items = inp.read()
+        now_ns = self.clock.time_ns()  # one stamp per batch, after it arrived
+        for item in items:
             if item.__class__ is not tuple:
                 self._bad(item.kind, item.detail, endpoint=",".join(inp.endpoints))
                 continue
@@ -302,28 +339,24 @@ class Runtime:
                 self._bad("oversized", f"payload of {len(payload)} bytes > max_frame_bytes {max_bytes}",
                           topic=topic_b[:120].decode(errors="replace"))
                 continue
-            try:
-                topic = topic_b.decode()
-            except UnicodeDecodeError:
-                self._bad("decode_error", "topic is not UTF-8", topic=repr(topic_b[:120]))
-                continue
             if decode_inputs:
+                try:
+                    topic = topic_b.decode()
+                except UnicodeDecodeError:
+                    self._bad("decode_error", "topic is not UTF-8", topic=repr(topic_b[:120]))
+                    continue
                 try:
                     msg = decode(topic, payload)
                 except FrameError as exc:
                     self._bad(exc.kind, exc.detail, topic=topic)
                     continue
-                seqs = in_seq.get(msg.src)
-                if seqs is None:
-                    seqs = in_seq[msg.src] = {}
-                last = seqs.get(topic)
-                seqs[topic] = msg.seq
-                if last is not None and msg.seq != last + 1:
-                    self._seq_break(msg.src, topic, last, msg.seq)
+                missed = observe(msg.src, topic, msg.seq)
+                if missed:
+                    self._seq_break(msg.src, topic, missed)
                 if msg.ts_recv:
                     lag.add(now_ns - msg.ts_recv)
-            else:
-                msg = payload
+            else:  # forwarders get bytes: no decode, no re-encode
+                topic, msg = topic_b, payload
             try:
                 outs = on_message(topic, msg)
                 if outs:
@@ -334,15 +367,13 @@ class Runtime:
                              f"handler raised {type(exc).__name__}: {exc}", level=logging.ERROR,
                              topic=topic, exc_info=True)
 
-    def _seq_break(self, src: str, topic: str, last: int, seq: int) -> None:
-        if seq > last + 1:
-            self.counters.gaps += seq - last - 1
-            self._report("gap", "sequence gap", src=src, topic=topic, expected=last + 1, got=seq)
-        else:
-            # A publisher restart starts again at 1; anything else going back is a replay.
+    def _seq_break(self, src: str, topic: str, missed: int) -> None:
+        if missed == WENT_BACK:
             self.counters.seq_resets += 1
-            self._report("seq_reset", "sequence went back (publisher restarted?)",
-                         src=src, topic=topic, last=last, got=seq)
+            self._report("seq_reset", "sequence went back (publisher restarted?)", src=src, topic=topic)
+        else:
+            self.counters.gaps += missed
+            self._report("gap", "sequence gap", src=src, topic=topic, missed=missed)
 
     def _bad(self, kind: str, detail: str, **context) -> None:
         counter = _ERROR_COUNTER.get(kind, "bad_frames")
@@ -364,7 +395,7 @@ class Runtime:
     def _emit(self, outs: Iterable[Out]) -> None:
         send = self._output.send
         c = self.counters
-        out_seq = self._out_seq
+        out = self._out
         src = self.src
         encode = messages.encode
         now_ns = 0
@@ -373,8 +404,10 @@ class Runtime:
                 ok = send(item.topic, item.payload)
             else:
                 topic, msg = item
-                seq = out_seq.get(topic, 0) + 1
-                out_seq[topic] = seq
+                state = out.get(topic)
+                if state is None:
+                    state = out[topic] = [0, messages.topic_bytes(topic)]  # checked once per topic
+                seq = state[0] = state[0] + 1
                 msg.src = src
                 msg.seq = seq
                 if not msg.ts_recv:
@@ -382,7 +415,7 @@ class Runtime:
                     msg.ts_recv = now_ns
                 if not msg.ts_event:
                     msg.ts_event = msg.ts_recv
-                ok = send(topic.encode(), encode(msg))
+                ok = send(state[1], encode(msg))
             if ok:
                 c.out_msgs += 1
             else:
@@ -391,13 +424,15 @@ class Runtime:
     def snapshot(self) -> dict[str, int]:
         counters = self.counters.as_dict()
         if self._output is not None:
-            counters["subscribers"] = self._output.stats.subscribers
-        counters.update(self.service.stats)
+            counters["subscriptions"] = self._output.subscriptions
+        for key, value in self.service.stats.items():
+            # A service counter never hides a runtime one, and heartbeats carry ints only.
+            counters[f"{self.service.name}.{key}" if key in counters else key] = int(value)
         return counters
 
     def _heartbeat(self, now_ns: int) -> list[Out]:
         # Subscription messages are read here, not on every wake-up: they only feed the
-        # `subscribers` gauge, and polling the XPUB per frame costs latency (docs/bench.md).
+        # `subscriptions` gauge, and polling the XPUB per frame costs latency (docs/bench.md).
         self._output.pump_subscriptions()
         p50, p99, mx = self.lag.take()
         self._report.summarise()

@@ -209,7 +209,7 @@ def test_metrics_endpoint_serves_counters(config, short_tmp):
                 return None
         body = wait_until(scrape, timeout=10, what="metrics endpoint")
         assert 'hedgepipe_in_msgs_total{instance="echo"} 0' in body
-        assert "# TYPE hedgepipe_subscribers gauge" in body
+        assert "# TYPE hedgepipe_subscriptions gauge" in body
     finally:
         proc.terminate()
         assert proc.wait(10) == 0

@@ -168,7 +168,7 @@ def test_heartbeat_carries_counters_and_lag(bench):
     assert hb.name == "echo" and hb.state == "running"
     assert hb.counters["unknown_topics"] == 1
     assert hb.counters["echoed"] == 1                # the service's own counters too
-    assert hb.counters["subscribers"] == 1
+    assert hb.counters["subscriptions"] == 1  # our SUB, subscribed to ""
 
 
 def test_timers_publish_and_a_failing_timer_is_counted(bench):
@@ -190,19 +190,81 @@ def test_timers_publish_and_a_failing_timer_is_counted(bench):
     wait_until(lambda: b.rt.counters.handler_errors >= 1, what="timer error counted")
 
 
-def test_publisher_counts_drops_at_the_high_water_mark(short_tmp):
+def _sub(ctx, endpoint, rcvhwm, prefix=b""):
+    sock = ctx.socket(zmq.SUB)
+    sock.setsockopt(zmq.RCVHWM, rcvhwm)
+    sock.setsockopt(zmq.SUBSCRIBE, prefix)
+    sock.connect(endpoint)
+    return sock
+
+
+def _wait_subscriptions(out, n):
+    wait_until(lambda: (out.pump_subscriptions(), out.subscriptions >= n)[1], what=f"{n} subscriptions")
+
+
+def test_refuse_policy_counts_what_the_high_water_mark_refuses(short_tmp):
     from hedgepipe.bus import ZmqOutput
     ctx = zmq.Context()
-    out = ZmqOutput(ctx, f"ipc://{short_tmp}/hwm.sock", sndhwm=10, linger_ms=0)
-    slow = ctx.socket(zmq.SUB)
-    slow.setsockopt(zmq.RCVHWM, 10)
-    slow.setsockopt(zmq.SUBSCRIBE, b"")
-    slow.connect(f"ipc://{short_tmp}/hwm.sock")
-    wait_until(lambda: (out.pump_subscriptions(), out.stats.subscribers)[1], what="subscriber")
-    payload = b"x" * 4096
-    results = [out.send(b"md.x", payload) for _ in range(20_000)]   # 80 MB: far past every buffer
-    assert out.stats.dropped == results.count(False) > 0
-    assert out.stats.sent + out.stats.dropped == 20_000
+    endpoint = f"ipc://{short_tmp}/hwm.sock"
+    out = ZmqOutput(ctx, endpoint, sndhwm=10, linger_ms=0, when_full="refuse")
+    slow = _sub(ctx, endpoint, rcvhwm=10)
+    _wait_subscriptions(out, 1)
+    results = [out.send(b"md.x", b"x" * 4096) for _ in range(20_000)]  # 80 MB: past every buffer
+    assert 0 < results.count(False) < 20_000        # refused frames are reported, never silent
     slow.close(0)
     out.close()
+    ctx.term()
+
+
+def test_drop_policy_a_stalled_subscriber_does_not_starve_the_others(short_tmp):
+    from hedgepipe.bus import ZmqOutput
+    from hedgepipe.seqtrack import SeqTracker
+    ctx = zmq.Context()
+    endpoint = f"ipc://{short_tmp}/hwm.sock"
+    # A realistic mark: libzmq refreshes a pipe's credit lazily (about once per ms of socket
+    # activity), so with a mark of ~10 even a subscriber that keeps up loses frames.
+    out = ZmqOutput(ctx, endpoint, sndhwm=1000, linger_ms=0, when_full="drop")
+    # Distinct prefixes, so the XPUB reports both subscriptions (it merges equal ones).
+    stalled = _sub(ctx, endpoint, rcvhwm=10, prefix=b"md.")   # a zmq-tap suspended with Ctrl-Z
+    fast = _sub(ctx, endpoint, rcvhwm=10, prefix=b"md.book")
+    _wait_subscriptions(out, 2)
+    n = 3000
+    for seq in range(1, n + 1):
+        assert out.send(TOPIC.encode(), book_payload(seq, src="pub", asks=[(0.05, 1.0)] * 200))
+        assert fast.poll(5000)                       # the fast one keeps up, frame by frame
+        topic, payload = fast.recv(), fast.recv()
+        assert m.decode(topic.decode(), payload).seq == seq
+    seqs, missed, got = SeqTracker(), 0, 0
+
+    def read_stalled():
+        nonlocal missed, got
+        while stalled.poll(200):
+            topic, payload = stalled.recv().decode(), stalled.recv()
+            got += 1
+            missed += max(0, seqs.observe("pub", topic, m.decode(topic, payload).seq))
+
+    read_stalled()                                   # it wakes up: a prefix of the stream
+    assert 0 < got < n
+    out.send(TOPIC.encode(), book_payload(n + 1, src="pub"))   # the stream goes on
+    read_stalled()
+    # The stalled subscriber lost frames, and its sequence numbers say exactly how many.
+    assert got + missed == n + 1 and missed > 0
+    for sock in (stalled, fast):
+        sock.close(0)
+    out.close()
+    ctx.term()
+
+
+def test_a_second_publisher_cannot_steal_a_live_ipc_endpoint(short_tmp):
+    from hedgepipe.bus import ZmqOutput
+    from hedgepipe.errors import EndpointError
+    ctx = zmq.Context()
+    endpoint = f"ipc://{short_tmp}/one.sock"
+    first = ZmqOutput(ctx, endpoint, sndhwm=10, linger_ms=0)
+    with pytest.raises(EndpointError, match="another process"):
+        ZmqOutput(ctx, endpoint, sndhwm=10, linger_ms=0)
+    first.close()
+    # A file left by a dead publisher is no obstacle.
+    (short_tmp / "stale.sock").write_bytes(b"")
+    ZmqOutput(ctx, f"ipc://{short_tmp}/stale.sock", sndhwm=10, linger_ms=0).close()
     ctx.term()

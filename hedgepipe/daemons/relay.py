@@ -18,8 +18,8 @@ class RelayService(Service):
                "pipes to sockets). Topic prefixes from --topic filter what is forwarded.")
     decode_inputs = False
 
-    def on_message(self, topic: str, payload: bytes):
-        return (RawFrame(topic.encode(), payload),)
+    def on_message(self, topic: bytes, payload: bytes):
+        return (RawFrame(topic, payload),)
 
 
 main = daemon_command(RelayService)

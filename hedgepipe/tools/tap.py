@@ -27,6 +27,7 @@ from ..bus import open_inputs
 from ..cli import common_options, guarded
 from ..config import load_settings
 from ..eventloop import InputLoop
+from ..seqtrack import WENT_BACK, SeqTracker
 from ..errors import ConfigError
 from ..logs import setup_logging
 
@@ -245,7 +246,7 @@ class TapStats:
         self.by_topic = by_topic
         self.rows: dict[str, StatsRow] = {}
         self._row_of: dict[str | None, StatsRow] = {}
-        self._last_seq: dict[tuple[str, str], int] = {}
+        self._seqs = SeqTracker()
         self._start = self._last_take = start
 
     def _row(self, topic: str | None) -> StatsRow:
@@ -261,13 +262,11 @@ class TapStats:
         row.n += 1
         row.total += 1
         if seq:
-            last = self._last_seq.get((src, topic))
-            self._last_seq[(src, topic)] = seq
-            if last is not None and seq != last + 1:
-                if seq > last:
-                    row.gaps += seq - last - 1
-                else:  # a publisher restart starts at 1 again; anything else is a replay
-                    row.resets += 1
+            missed = self._seqs.observe(src, topic, seq)
+            if missed > 0:
+                row.gaps += missed
+            elif missed == WENT_BACK:
+                row.resets += 1
         if ts_recv:
             row.lag.add(now_ns - ts_recv)
 
