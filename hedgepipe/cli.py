@@ -79,16 +79,18 @@ def daemon_command(service_cls: type[Service]) -> click.Command:
     @guarded
     def command(inputs, output, topics, sets, metrics_port, instance, config_path, log_level, log_json):
         setup_logging(log_level, log_json)
-        cli = dict(parse_set(sets))
+        typed = {}  # options click already converted
         if inputs:
-            cli["inputs"] = list(inputs)
+            typed["inputs"] = list(inputs)
         if topics:
-            cli["topics"] = list(topics)
+            typed["topics"] = list(topics)
         if metrics_port is not None:
-            cli["metrics_port"] = metrics_port
+            typed["metrics_port"] = metrics_port
         if instance:
-            cli["instance"] = instance
-        settings = load_settings(service_cls.name, service_cls.Config, config_path=config_path, cli=cli)
+            typed["instance"] = instance
+        texts = {k: v for k, v in parse_set(sets).items() if k not in typed}  # read by key type
+        settings = load_settings(service_cls.name, service_cls.Config, config_path=config_path,
+                                 cli={**texts, **typed}, set_keys=set(texts))
         cfg = settings.daemon
         name = cfg.instance or service_cls.name
         out = output or settings.endpoints.get(name) or settings.endpoints[service_cls.name]

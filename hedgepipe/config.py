@@ -6,7 +6,9 @@ and unknown keys are errors, never ignored: a typo must not silently fall back t
 
 Environment variables are ``HEDGEPIPE_<TABLE>__<KEY>`` with the table name upper-cased and
 ``-`` written ``_`` (``HEDGEPIPE_RUNTIME__SNDHWM=5000``, ``HEDGEPIPE_BUS_RELAY__INPUTS='["a"]'``).
-Values are read as TOML values when they parse as one, else as strings.
+Their values, like ``--set KEY=VALUE`` values, are text read by the key's type: a string key
+takes the text as it is, a number or boolean key converts it, and a list or table key parses
+it as a TOML value (``["a", "b"]``).
 
 Secrets (fields a daemon lists in ``secret_fields``) are taken only from the environment;
 one written in the file or on the command line is refused.
@@ -14,6 +16,7 @@ one written in the file or on the command line is refused.
 
 from __future__ import annotations
 
+import dataclasses
 import os
 import tomllib
 from dataclasses import dataclass
@@ -79,13 +82,26 @@ class Settings:
     endpoints: dict[str, str]
     daemon: Any  # the daemon's Config instance
     path: Path | None
+    #: Every daemon table as written in the file (unvalidated): for tools looking across daemons.
+    tables: dict[str, dict] = dataclasses.field(default_factory=dict)
 
     def endpoint_for(self, name_or_url: str) -> str:
         return resolve_endpoint(name_or_url, self.endpoints)
 
+    def tap_endpoints(self) -> list[str]:
+        """Every daemon's endpoint, less forwarders that have inputs (their frames are copies)."""
+        copies = {name for name in republishing_daemons() if self.tables.get(name, {}).get("inputs")}
+        return [self.endpoints[name] for name in sorted(self.endpoints) if name not in copies]
+
 
 def known_daemons() -> list[str]:
     return sorted(ep.name for ep in entry_points(group=DAEMON_ENTRY_POINTS))
+
+
+def republishing_daemons() -> set[str]:
+    """Daemons whose Service republishes its inputs (imports each daemon's module)."""
+    return {ep.name for ep in entry_points(group=DAEMON_ENTRY_POINTS)
+            if getattr(ep.load(), "republishes_inputs", False)}
 
 
 def env_table_name(table: str) -> str:
@@ -122,11 +138,26 @@ def _read_toml(path: Path | None) -> dict:
         raise ConfigError(f"{path}: {exc}") from None
 
 
-def _parse_env_value(raw: str) -> Any:
+def _field_kinds(kind: type) -> dict[str, msgspec.inspect.Type]:
+    return {f.name: f.type for f in msgspec.inspect.type_info(kind).fields}
+
+
+def _is_container(t: msgspec.inspect.Type) -> bool:
+    if isinstance(t, msgspec.inspect.UnionType):
+        return any(_is_container(x) for x in t.types)
+    return isinstance(t, (msgspec.inspect.ListType, msgspec.inspect.DictType,
+                          msgspec.inspect.TupleType, msgspec.inspect.VarTupleType,
+                          msgspec.inspect.SetType))
+
+
+def text_value(raw: str, t: msgspec.inspect.Type | None, where: str) -> Any:
+    """Text from the environment or --set, read by the type of the key it sets."""
+    if t is None or not _is_container(t):
+        return raw  # strings stay strings; msgspec converts numbers/booleans (strict=False)
     try:
         return tomllib.loads(f"v = {raw}")["v"]
-    except tomllib.TOMLDecodeError:
-        return raw
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigError(f"{where}: {raw!r} is not a TOML list or table ({exc})") from None
 
 
 def _env_tables(environ: Mapping[str, str], tables: list[str]) -> dict[str, dict[str, Any]]:
@@ -139,21 +170,39 @@ def _env_tables(environ: Mapping[str, str], tables: list[str]) -> dict[str, dict
         if not sep or table_part not in by_env_name or not key:
             raise ConfigError(f"environment variable {var}: want {ENV_PREFIX}<TABLE>__<KEY> with "
                               f"TABLE one of {', '.join(sorted(by_env_name))}")
-        found.setdefault(by_env_name[table_part], {})[key.lower()] = _parse_env_value(raw)
+        found.setdefault(by_env_name[table_part], {})[key.lower()] = (raw, var)
     return found
 
 
-def _convert(table: str, data: dict, kind: type, source: str):
+def _merge(table: str, kind: type, layers: list[tuple[str, dict]]):
+    """Merge (source, values) layers, lowest precedence first; convert; name the culprit."""
+    kinds = _field_kinds(kind)
+    data: dict[str, Any] = {}
+    origin: dict[str, str] = {}
+    for source, values in layers:
+        for key, value in values.items():
+            if isinstance(value, tuple):  # (text, where) from the environment or --set
+                text, where = value
+                value = text_value(text, kinds.get(key), where)
+                source_of_key = where
+            else:
+                source_of_key = source
+            data[key] = value
+            origin[key] = source_of_key
     try:
         return msgspec.convert(data, kind, strict=False)
     except msgspec.ValidationError as exc:
-        raise ConfigError(f"[{table}] ({source}): {exc}") from None
+        key = str(exc).rpartition("`$.")[2].rstrip("`").split(".")[0].split("[")[0]
+        where = origin.get(key, "defaults") if key in data else ", ".join(sorted(set(origin.values())))
+        raise ConfigError(f"[{table}] {exc} (from {where or 'defaults'})") from None
 
 
 def load_settings(daemon: str | None, config_type: type[DaemonConfig] = DaemonConfig, *,
                   config_path: str | None = None, cli: Mapping[str, Any] | None = None,
-                  environ: Mapping[str, str] | None = None, known: list[str] | None = None) -> Settings:
-    """Resolve one daemon's settings. ``cli`` holds keys of the daemon's own table.
+                  environ: Mapping[str, str] | None = None, known: list[str] | None = None,
+                  set_keys: frozenset[str] | set[str] = frozenset()) -> Settings:
+    """Resolve one daemon's settings. ``cli`` holds keys of the daemon's own table;
+    those named in ``set_keys`` came from ``--set`` as text and are read by their type.
 
     With ``daemon=None`` (tools such as zmq-tap) only [runtime] and [endpoints] are resolved
     and ``Settings.daemon`` is None; the file is still checked for unknown tables.
@@ -174,16 +223,19 @@ def load_settings(daemon: str | None, config_type: type[DaemonConfig] = DaemonCo
     env_data = _env_tables(environ, tables)
 
     own_file = dict(file_data.get(daemon, {})) if daemon else {}
-    own_cli = dict(cli or {})
+    # --set values arrive as text; values of typed options (--in, --topic, ...) as they are.
+    own_cli = {k: ((v, f"--set {k}") if isinstance(v, str) and k in set_keys else v)
+               for k, v in (cli or {}).items()}
     for key in config_type.secret_fields:
         for where, data in (("the config file", own_file), ("the command line", own_cli)):
             if key in data:
                 raise ConfigError(f"[{daemon}] {key} is a secret: set it only in the environment "
                                   f"({ENV_PREFIX}{env_table_name(daemon)}__{key.upper()}), not in {where}")
 
-    runtime = _convert("runtime", {**file_data.get("runtime", {}), **env_data.get("runtime", {})},
-                       RuntimeConfig, source)
-    own = (_convert(daemon, {**own_file, **env_data.get(daemon, {}), **own_cli}, config_type, source)
+    runtime = _merge("runtime", RuntimeConfig, [(source, file_data.get("runtime", {})),
+                                                ("environment", env_data.get("runtime", {}))])
+    own = (_merge(daemon, config_type, [(source, own_file), ("environment", env_data.get(daemon, {})),
+                                        ("command line", own_cli)])
            if daemon else None)
 
     base = path.parent.resolve() if path else Path.cwd()
@@ -193,13 +245,14 @@ def load_settings(daemon: str | None, config_type: type[DaemonConfig] = DaemonCo
 
     endpoints = {name: f"ipc://{run_dir}/{name}.sock" for name in known}
     # Endpoint names are daemon names (with "-"), which the environment spells with "_".
-    env_endpoints = {k.replace("_", "-"): v for k, v in env_data.get("endpoints", {}).items()}
+    env_endpoints = {k.replace("_", "-"): text for k, (text, _var) in env_data.get("endpoints", {}).items()}
     raw_endpoints = {**file_data.get("endpoints", {}), **env_endpoints}
     for name, url in raw_endpoints.items():
         if not isinstance(url, str):
             raise ConfigError(f"[endpoints] {name} must be a string")
         endpoints[name] = url.replace("{run_dir}", str(run_dir))
-    return Settings(runtime=runtime, endpoints=endpoints, daemon=own, path=path)
+    tables = {t: v for t, v in file_data.items() if t not in ("runtime", "endpoints")}
+    return Settings(runtime=runtime, endpoints=endpoints, daemon=own, path=path, tables=tables)
 
 
 def ensure_run_dir(runtime: RuntimeConfig) -> None:

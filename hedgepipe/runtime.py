@@ -56,8 +56,11 @@ class Service:
     name: ClassVar[str] = "service"
     summary: ClassVar[str] = ""
     Config: ClassVar[type[DaemonConfig]] = DaemonConfig
-    #: False: ``on_message`` gets the payload bytes undecoded (for forwarders, recorders).
+    #: False: ``on_message`` gets topic and payload as bytes, undecoded (forwarders, recorders).
     decode_inputs: ClassVar[bool] = True
+    #: True for daemons that publish their inputs again (bus-relay): tools tapping every
+    #: endpoint leave such a daemon out when it has inputs, or they would see each frame twice.
+    republishes_inputs: ClassVar[bool] = False
 
     def __init__(self, config: DaemonConfig, clock=SystemClock()):
         self.config = config
@@ -79,10 +82,30 @@ class Service:
 
 
 def run_handler(service: Service, frames: Iterable[tuple[str, object]]) -> list[Out]:
-    """Feed messages to a Service and collect what it publishes: the test harness."""
-    out: list[Out] = list(service.on_start())
+    """Feed messages to a Service and collect what it publishes: the test harness.
+
+    Outputs are stamped as the runtime stamps them (``src`` = the service name, ``seq`` per
+    topic from 1) and go through the wire codec and back: msgspec does not validate on
+    encode, so a wrongly typed field would otherwise only fail in every consumer.
+    """
+    seqs: dict[str, int] = {}
+
+    def wire(outs: Iterable[Out]) -> list[Out]:
+        result: list[Out] = []
+        for item in outs:
+            if item.__class__ is RawFrame:
+                result.append(item)
+                continue
+            topic, msg = item
+            messages.topic_bytes(topic)
+            seqs[topic] = msg.seq = seqs.get(topic, 0) + 1
+            msg.src = service.name
+            result.append((topic, messages.decode(topic, messages.encode(msg))))
+        return result
+
+    out = wire(service.on_start())
     for topic, msg in frames:
-        out.extend(service.on_message(topic, msg))
+        out.extend(wire(service.on_message(topic, msg)))
     return out
 
 

@@ -4,15 +4,26 @@ A book whose instrument is ``BOOM`` makes the handler raise, to prove a handler 
 counted and the daemon goes on.
 """
 
+import time
+
 from hedgepipe.cli import daemon_command
+from hedgepipe.config import DaemonConfig
 from hedgepipe.runtime import Service
+
+
+class EchoConfig(DaemonConfig):
+    #: Work per message, to make a daemon slow on purpose (drain tests).
+    delay_ms: float = 0.0
 
 
 class EchoService(Service):
     name = "echo"
     summary = "Test daemon: republish every decoded message."
+    Config = EchoConfig
 
     def on_message(self, topic, msg):
+        if self.config.delay_ms:
+            time.sleep(self.config.delay_ms / 1000)  # simulated work, not synchronisation
         if getattr(msg, "instrument", None) == "BOOM":
             raise ValueError("BOOM instrument")
         if topic.startswith("hb."):

@@ -102,3 +102,47 @@ def test_the_shipped_config_is_valid():
     repo_config = Path(__file__).resolve().parents[1] / "etc" / "hedgepipe.toml"
     s = load_settings("bus-relay", DaemonConfig, config_path=str(repo_config), environ={})
     assert s.endpoints["bus-relay"].startswith("tcp://127.0.0.1:")
+
+
+def test_env_text_is_read_by_the_type_of_its_key():
+    env = {"HEDGEPIPE_ECHO__CLIENT_SECRET": "123456",        # digits, but a string key
+           "HEDGEPIPE_ECHO__INSTANCE": "1234",
+           "HEDGEPIPE_ECHO__DEPTH": "25",
+           "HEDGEPIPE_RUNTIME__HEARTBEAT_INTERVAL_S": "0.5"}
+    s = load(None, environ=env)
+    assert s.daemon.client_secret == "123456" and s.daemon.instance == "1234"
+    assert s.daemon.depth == 25 and s.runtime.heartbeat_interval_s == 0.5
+
+
+def test_env_text_cannot_smuggle_other_keys():
+    with pytest.raises(ConfigError, match="HEDGEPIPE_RUNTIME__SNDHWM"):
+        load(None, environ={"HEDGEPIPE_RUNTIME__SNDHWM": "5000\nrcvhwm = 1"})
+
+
+def test_set_text_for_a_list_key_is_a_toml_list():
+    s = load_settings("echo", SecretConfig, cli={"topics": '["md.", "hb."]'}, environ={},
+                      known=KNOWN, set_keys={"topics"})
+    assert s.daemon.topics == ["md.", "hb."]
+    with pytest.raises(ConfigError, match="--set topics"):
+        load_settings("echo", SecretConfig, cli={"topics": "md."}, environ={}, known=KNOWN,
+                      set_keys={"topics"})
+
+
+def test_errors_name_where_the_bad_value_came_from(tmp_path):
+    with pytest.raises(ConfigError, match="HEDGEPIPE_ECHO__DEPTH"):
+        load(None, environ={"HEDGEPIPE_ECHO__DEPTH": "deep"})
+    with pytest.raises(ConfigError, match=r"hedgepipe\.toml"):
+        load(write(tmp_path, '[echo]\ndepth = "deep"\n'))
+    with pytest.raises(ConfigError, match="--set depth"):
+        load_settings("echo", SecretConfig, cli={"depth": "deep"}, environ={}, known=KNOWN,
+                      set_keys={"depth"})
+
+
+def test_tap_endpoints_leave_out_a_relay_that_repeats_its_inputs(tmp_path):
+    from hedgepipe.config import DaemonConfig
+    quiet = load_settings(None, DaemonConfig, config_path=write(tmp_path, "[bus-relay]\ninputs = []\n"),
+                          environ={}, known=["bus-relay", "echo"])
+    assert quiet.tap_endpoints() == [quiet.endpoints["bus-relay"], quiet.endpoints["echo"]]
+    relaying = load_settings(None, DaemonConfig, environ={}, known=["bus-relay", "echo"],
+                             config_path=write(tmp_path, '[bus-relay]\ninputs = ["echo"]\n'))
+    assert relaying.tap_endpoints() == [relaying.endpoints["echo"]]

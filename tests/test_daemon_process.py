@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import select
 import signal
 import subprocess
 import threading
@@ -123,6 +124,99 @@ def test_sigterm_mid_stream_on_a_pipe_drains_and_exits_zero(config):
     assert last_hb.state == "draining"
     assert last_hb.counters["in_msgs"] == len(books)        # everything it read, it published
     assert b"signal received" in err
+
+
+def test_sigterm_drains_everything_already_queued_on_the_pipe(short_tmp):
+    """Frames already in the pipe when SIGTERM lands are all processed, then it exits 0."""
+    import fcntl
+    config = short_tmp / "slow.toml"
+    config.write_text(f'[runtime]\nrun_dir = "{short_tmp}/run"\ndrain_timeout_s = 60\n')
+    r, w = os.pipe()
+    fcntl.fcntl(w, 1031, 1 << 20)                           # F_SETPIPE_SZ: room for all of it
+    n = 3000
+    data = b"".join(encode_frame(TOPIC.encode(), book_payload(i)) for i in range(1, n + 1))
+    assert len(data) < 1 << 20
+    os.write(w, data)                                       # all queued before the daemon starts
+    proc = run(echo_cmd(str(config), "--in", "-", "--out", "-", "--set", "delay_ms=0.5"),
+               stdin=r, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    os.close(r)
+    reader = FrameReader(1 << 20)
+    frames = []
+    while not frames:                                       # it has started working through them
+        frames.extend(reader.feed(os.read(proc.stdout.fileno(), 1 << 16)))
+    proc.send_signal(signal.SIGTERM)                        # ~1.5 s of work still queued
+    while chunk := os.read(proc.stdout.fileno(), 1 << 16):
+        frames.extend(reader.feed(chunk))
+    assert proc.wait(30) == 0, proc.stderr.read().decode()
+    os.close(w)                                             # (the writer never closed: no EOF)
+    decoded = [(t.decode(), m.decode(t.decode(), p)) for t, p in frames]
+    books = [msg.change_id for topic, msg in decoded if topic == TOPIC]
+    assert books == list(range(1001, 1001 + n))             # every queued frame came out
+    assert [msg for topic, msg in decoded if topic.startswith("hb.")][-1].counters["in_msgs"] == n
+
+
+def test_sigterm_drains_frames_queued_on_a_socket(config, short_tmp):
+    ctx = zmq.Context()
+    upstream = ctx.socket(zmq.XPUB)
+    # The runtime's mark, not libzmq's default 1000: a 2000-frame burst in well under a
+    # millisecond would otherwise meet libzmq's lazily refreshed pipe credit and be dropped.
+    upstream.setsockopt(zmq.SNDHWM, 100_000)
+    upstream.bind(f"ipc://{short_tmp}/up.sock")
+    proc = run(echo_cmd(config, "--in", f"ipc://{short_tmp}/up.sock", "--out", "-",
+                        "--set", "delay_ms=0.5"), stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    assert upstream.poll(10_000), "echo never subscribed"
+    upstream.recv()
+    n = 2000  # several read batches (512), ~1 s of work: most of it is queued at SIGTERM
+    for i in range(1, n + 1):
+        upstream.send(TOPIC.encode(), zmq.SNDMORE)
+        upstream.send(book_payload(i))
+    reader = FrameReader(1 << 20)
+    frames = []
+    while not any(t == TOPIC.encode() for t, _ in frames):
+        frames.extend(reader.feed(os.read(proc.stdout.fileno(), 1 << 16)))
+    proc.send_signal(signal.SIGTERM)
+    while chunk := os.read(proc.stdout.fileno(), 1 << 16):
+        frames.extend(reader.feed(chunk))
+    assert proc.wait(30) == 0
+    books = [m.decode(t.decode(), p).change_id for t, p in frames if t == TOPIC.encode()]
+    assert books == list(range(1001, 1001 + n))
+    upstream.close(0)
+    ctx.term()
+
+
+def test_sigterm_with_a_reader_that_never_reads_still_exits(config, short_tmp):
+    """A full stdout pipe must not hold a stopping daemon past its drain deadline."""
+    fifo = short_tmp / "out.fifo"
+    os.mkfifo(fifo)
+    reader_fd = os.open(fifo, os.O_RDONLY | os.O_NONBLOCK)  # a reader that never reads
+    stream = b"".join(encode_frame(TOPIC.encode(), book_payload(i)) for i in range(1, 5001))
+    with open(fifo, "wb") as out:
+        proc = run(echo_cmd(config, "--in", "-", "--out", "-"), stdin=subprocess.PIPE,
+                   stdout=out, stderr=subprocess.PIPE)
+
+    def feed():  # far more than the fifo holds: this blocks once the daemon is stuck
+        try:
+            proc.stdin.write(stream)
+            proc.stdin.close()
+        except (BrokenPipeError, ValueError):
+            pass
+
+    threading.Thread(target=feed, daemon=True).start()
+    wait_until(lambda: _fifo_full(fifo), timeout=10, what="the output pipe to fill")
+    proc.send_signal(signal.SIGTERM)
+    assert proc.wait(30) == 0                               # drain_timeout_s is 2 s
+    err = proc.stderr.read().decode()
+    assert "frames not written" in err
+    os.close(reader_fd)
+
+
+def _fifo_full(path) -> bool:
+    """True once a non-blocking writer can no longer add a byte."""
+    fd = os.open(path, os.O_WRONLY | os.O_NONBLOCK)
+    try:
+        return not select.select([], [fd], [], 0)[1]
+    finally:
+        os.close(fd)
 
 
 def test_sigterm_on_sockets_publishes_a_final_heartbeat(config, short_tmp):

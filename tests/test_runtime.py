@@ -102,8 +102,21 @@ def test_pass_through_restamps_envelope_and_keeps_timestamps(bench):
 
 def test_output_seq_counts_per_topic():
     svc = EchoService(EchoService.Config())
-    out = run_handler(svc, [(TOPIC, book(1)), ("md.book.deribit.OTHER", book(1, instrument="O"))])
-    assert [t for t, _ in out] == [TOPIC, "md.book.deribit.OTHER"]
+    other = "md.book.deribit.OTHER"
+    out = run_handler(svc, [(TOPIC, book(1)), (other, book(1, instrument="O")), (TOPIC, book(2))])
+    assert [(t, msg.src, msg.seq) for t, msg in out] == [
+        (TOPIC, "echo", 1), (other, "echo", 1), (TOPIC, "echo", 2)]
+
+
+def test_run_handler_catches_a_mistyped_output():
+    class Sloppy(Service):
+        name = "sloppy"
+
+        def on_start(self):
+            return [("md.index.x.btc_usd", m.Index(venue="x", name="btc_usd", price="65000"))]
+
+    with pytest.raises(m.FrameError, match="price"):
+        run_handler(Sloppy(Sloppy.Config()), [])
 
 
 BAD_INPUTS = [

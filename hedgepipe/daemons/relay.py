@@ -17,6 +17,7 @@ class RelayService(Service):
     summary = ("Forward frames from --in endpoints to --out unchanged (joins ipc to tcp, "
                "pipes to sockets). Topic prefixes from --topic filter what is forwarded.")
     decode_inputs = False
+    republishes_inputs = True
 
     def on_message(self, topic: bytes, payload: bytes):
         return (RawFrame(topic, payload),)

@@ -496,7 +496,8 @@ def main(endpoints, topics, as_json, count, since_ns, show_stats, by_topic, inte
 
     An ENDPOINT is a name from the config's [endpoints] table (a daemon's name), ipc://PATH,
     tcp://HOST:PORT, or - for a msgpack [topic, payload] stream on stdin (what `--out -`
-    writes). With no ENDPOINT: every endpoint in [endpoints]. An ipc endpoint with nothing
+    writes). With no ENDPOINT: every endpoint in [endpoints], less bus-relay when it has
+    inputs (it would repeat their frames). An ipc endpoint with nothing
     there yet gets a warning and is waited for.
 
     A text line shows the event time (UTC, from ts_event), topic, src#seq and the main fields.
@@ -514,7 +515,7 @@ def main(endpoints, topics, as_json, count, since_ns, show_stats, by_topic, inte
     """
     setup_logging(log_level, log_json)
     settings = load_settings(None, config_path=config_path)
-    names = list(endpoints) or sorted(settings.endpoints)
+    names = list(endpoints) or settings.tap_endpoints()
     resolved = list(dict.fromkeys(settings.endpoint_for(n) for n in names))
     if not resolved:
         raise ConfigError("no ENDPOINT given and [endpoints] is empty")
