@@ -74,3 +74,19 @@ def test_topic_with_spaces_or_control_bytes_is_not_a_frame():
     out = reader.feed(bogus + encode_frame(b"md.ok", b"y"))
     assert out[-1] == (b"md.ok", b"y")
     assert out[0].kind == "decode_error"
+
+
+def test_a_false_frame_start_claiming_gigabytes_is_garbage_not_a_skip():
+    reader = FrameReader(max_payload=1024)
+    bogus = b"\x92\xa4md.x\xc6\x7f\xff\xff\xff"          # "2 GiB payload follows"
+    out = reader.feed(bogus + encode_frame(b"md.ok", b"y"))
+    assert out[-1] == (b"md.ok", b"y")                    # the good frame behind it survives
+    assert [o.kind for o in out if isinstance(o, PipeEvent)] == ["decode_error"]
+
+
+def test_finish_reports_garbage_and_a_cut_frame_at_end_of_stream():
+    reader = FrameReader(max_payload=1024)
+    assert reader.feed(b"garbage!\x92") == []              # garbage, then what may be a frame
+    events = reader.finish()
+    assert [(e.kind, e.skipped) for e in events] == [("decode_error", 8), ("truncated", 1)]
+    assert reader.pending == 0 and reader.finish() == []
