@@ -187,10 +187,11 @@ def topic_bytes(topic: str) -> bytes:
 class FrameError(Exception):
     """A frame that cannot be accepted. ``kind`` is the counter it goes to."""
 
-    def __init__(self, kind: str, detail: str):
+    def __init__(self, kind: str, detail: str, topic: str | None = None):
         super().__init__(f"{kind}: {detail}")
         self.kind = kind
         self.detail = detail
+        self.topic = topic  # as far as it could be read (for logs and displays)
 
 
 _encoder = msgspec.msgpack.Encoder()
@@ -234,6 +235,30 @@ def decode(topic: str, payload: bytes) -> Envelope:
             f"(want v={SCHEMA_VERSION}, a src and seq >= 1)",
         )
     return msg
+
+
+def check_size(topic_b: bytes, payload: bytes, max_bytes: int) -> None:
+    if len(payload) > max_bytes:
+        raise FrameError("oversized", f"payload of {len(payload)} bytes > max_frame_bytes {max_bytes}",
+                         topic_b[:120].decode(errors="replace"))
+
+
+def decode_frame(topic_b: bytes, payload: bytes, max_bytes: int) -> tuple[str, Envelope]:
+    """A received frame checked as every receiver checks it: size, topic, then payload.
+
+    Raises :class:`FrameError` (``oversized``, ``decode_error``, ``unknown_topic``,
+    ``envelope_error``) with ``.topic`` set as far as it could be read.
+    """
+    check_size(topic_b, payload, max_bytes)
+    try:
+        topic = topic_b.decode()
+    except UnicodeDecodeError:
+        raise FrameError("decode_error", "topic is not UTF-8", repr(topic_b[:120])) from None
+    try:
+        return topic, decode(topic, payload)
+    except FrameError as exc:
+        exc.topic = topic
+        raise
 
 
 def decode_any(payload: bytes) -> object:

@@ -347,7 +347,7 @@ class Runtime:
         max_bytes = self.cfg.max_frame_bytes
         decode_inputs = self.service.decode_inputs
         on_message = self.service.on_message
-        decode = messages.decode
+        decode_frame = messages.decode_frame
         observe = self._seqs.observe
         lag = self.lag
         items = inp.read()
@@ -358,28 +358,21 @@ class Runtime:
                 continue
             topic_b, payload = item
             c.in_msgs += 1
-            if len(payload) > max_bytes:
-                self._bad("oversized", f"payload of {len(payload)} bytes > max_frame_bytes {max_bytes}",
-                          topic=topic_b[:120].decode(errors="replace"))
+            try:
+                if decode_inputs:
+                    topic, msg = decode_frame(topic_b, payload, max_bytes)
+                else:  # forwarders get bytes: no decode, no re-encode
+                    messages.check_size(topic_b, payload, max_bytes)
+                    topic, msg = topic_b, payload
+            except FrameError as exc:
+                self._bad(exc.kind, exc.detail, topic=exc.topic)
                 continue
             if decode_inputs:
-                try:
-                    topic = topic_b.decode()
-                except UnicodeDecodeError:
-                    self._bad("decode_error", "topic is not UTF-8", topic=repr(topic_b[:120]))
-                    continue
-                try:
-                    msg = decode(topic, payload)
-                except FrameError as exc:
-                    self._bad(exc.kind, exc.detail, topic=topic)
-                    continue
                 missed = observe(msg.src, topic, msg.seq)
                 if missed:
                     self._seq_break(msg.src, topic, missed)
                 if msg.ts_recv:
                     lag.add(now_ns - msg.ts_recv)
-            else:  # forwarders get bytes: no decode, no re-encode
-                topic, msg = topic_b, payload
             try:
                 outs = on_message(topic, msg)
                 if outs:

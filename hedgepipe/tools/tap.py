@@ -387,24 +387,16 @@ class Tap:
                 self._error(item.kind, None, item.detail, None)
                 continue
             topic_b, payload = item
-            if len(payload) > self.max_frame_bytes:
-                self._error("oversized", topic_b.decode(errors="replace"), f"payload of "
-                            f"{len(payload)} bytes > max_frame_bytes {self.max_frame_bytes}", payload)
-                continue
-            try:
-                topic = topic_b.decode()
-            except UnicodeDecodeError:
-                self._error("decode_error", repr(topic_b[:120]), "topic is not UTF-8", payload)
-                continue
             unknown = False
             try:
-                msg = messages.decode(topic, payload)
+                topic, msg = messages.decode_frame(topic_b, payload, self.max_frame_bytes)
                 src, seq, ts_event, ts_recv = msg.src, msg.seq, msg.ts_event, msg.ts_recv
             except messages.FrameError as exc:
                 if exc.kind != "unknown_topic":
-                    self._error(exc.kind, topic, exc.detail, payload)
+                    self._error(exc.kind, exc.topic, exc.detail, payload)
                     continue
                 # A type tap does not know (a newer daemon's) is still worth seeing.
+                topic = exc.topic
                 try:
                     msg = messages.decode_any(payload)
                 except messages.FrameError as err:
