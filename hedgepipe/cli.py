@@ -77,7 +77,8 @@ def daemon_command(service_cls: type[Service]) -> click.Command:
     @click.option("--instance", default=None, help="Name stamped as `src` and used for hb.<name>.")
     @common_options
     @guarded
-    def command(inputs, output, topics, sets, metrics_port, instance, config_path, log_level, log_json):
+    def command(inputs, output, topics, sets, metrics_port, instance, config_path, log_level, log_json,
+                **own_options):
         setup_logging(log_level, log_json)
         typed = {}  # options click already converted
         if inputs:
@@ -88,6 +89,8 @@ def daemon_command(service_cls: type[Service]) -> click.Command:
             typed["metrics_port"] = metrics_port
         if instance:
             typed["instance"] = instance
+        # The daemon's own options are named after its config keys; unset ones are None.
+        typed.update({k: v for k, v in own_options.items() if v is not None})
         texts = {k: v for k, v in parse_set(sets).items() if k not in typed}  # read by key type
         settings = load_settings(service_cls.name, service_cls.Config, config_path=config_path,
                                  cli={**texts, **typed}, set_keys=set(texts))
@@ -106,5 +109,7 @@ def daemon_command(service_cls: type[Service]) -> click.Command:
         log.info("stopped", extra={"daemon": name, **runtime.counters.as_dict()})
         return code
 
+    # Daemon-specific options (Service.cli_options) go before the shared ones in --help.
+    command.params[:0] = [*service_cls.cli_options]
     return command
 

@@ -17,6 +17,7 @@ one written in the file or on the command line is refused.
 from __future__ import annotations
 
 import dataclasses
+import logging
 import os
 import tomllib
 from dataclasses import dataclass
@@ -100,8 +101,17 @@ def known_daemons() -> list[str]:
 
 def republishing_daemons() -> set[str]:
     """Daemons whose Service republishes its inputs (imports each daemon's module)."""
-    return {ep.name for ep in entry_points(group=DAEMON_ENTRY_POINTS)
-            if getattr(ep.load(), "republishes_inputs", False)}
+    found = set()
+    for ep in entry_points(group=DAEMON_ENTRY_POINTS):
+        try:
+            service = ep.load()
+        except ImportError as exc:  # that daemon is broken; tools tapping the bus are not
+            logging.getLogger("hedgepipe.config").warning(
+                "cannot load daemon %s: %s", ep.name, exc)
+            continue
+        if getattr(service, "republishes_inputs", False):
+            found.add(ep.name)
+    return found
 
 
 def env_table_name(table: str) -> str:

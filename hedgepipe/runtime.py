@@ -58,6 +58,8 @@ class Service:
     Config: ClassVar[type[DaemonConfig]] = DaemonConfig
     #: False: ``on_message`` gets topic and payload as bytes, undecoded (forwarders, recorders).
     decode_inputs: ClassVar[bool] = True
+    #: Extra click options; each one's name is a key of Config (value None = not given).
+    cli_options: ClassVar[tuple] = ()
     #: True for daemons that publish their inputs again (bus-relay): tools tapping every
     #: endpoint leave such a daemon out when it has inputs, or they would see each frame twice.
     republishes_inputs: ClassVar[bool] = False
@@ -77,8 +79,38 @@ class Service:
     def timers(self) -> list[Timer]:
         return []
 
+    def sources(self) -> list["Source"]:
+        """Inputs that are not the bus (a venue connection): polled by the runtime."""
+        return []
+
+    def on_source(self, source: "Source", item) -> Iterable[Out]:
+        """One item from one of ``sources()``."""
+        return ()
+
     def on_stop(self) -> Iterable[Out]:
         return ()
+
+
+class Source:
+    """A non-bus input a Service owns (a venue connection, a file): anything with a pollable
+    ``handle`` (fd or zmq socket) whose ``read()`` returns the items that arrived.
+
+    ``start()`` does the I/O (connect, spawn a thread) and is called by the runtime once its
+    sockets are open; ``close()`` at shutdown. ``eof`` becomes True when it will yield no more.
+    """
+
+    handle: object = None
+    endpoints: list[str] = []
+    eof: bool = False
+
+    def start(self) -> None:
+        pass
+
+    def read(self) -> list:
+        return []
+
+    def close(self) -> None:
+        pass
 
 
 def run_handler(service: Service, frames: Iterable[tuple[str, object]]) -> list[Out]:
@@ -182,6 +214,7 @@ class Runtime:
         self._inputs: list = []
         self._output = None
         self._events: InputLoop | None = None
+        self._sources: list[Source] = []
         self._stop = False
         self._give_up_at: float | None = None  # set on stop: when drain and writes give up
         self._timers: list[list] = []  # [due, period, callback, name]
@@ -206,7 +239,10 @@ class Runtime:
             for endpoint in inp.missing_ipc_endpoints():
                 log.warning("input endpoint has no publisher yet; waiting for it",
                             extra={"endpoint": endpoint})
-        self._events = InputLoop(self._inputs, self._on_signal)
+        self._sources = list(self.service.sources())
+        for source in self._sources:
+            source.start()
+        self._events = InputLoop([*self._inputs, *self._sources], self._on_signal)
         self._events.open()
         now = self.clock.monotonic()
         period = self.cfg.heartbeat_interval_s
@@ -255,6 +291,8 @@ class Runtime:
     def close(self) -> None:
         if self._metrics:
             self._metrics.stop()
+        for source in self._sources:
+            source.close()
         for inp in self._inputs:
             inp.close()
         if self._output is not None:
@@ -280,13 +318,29 @@ class Runtime:
             if output.pending_bytes:
                 self._flush()
             for inp in events.poll(int((due - now) * 1000) + 1):
-                self._consume(inp)
+                if isinstance(inp, Source):
+                    self._consume_source(inp)
+                else:
+                    self._consume(inp)
                 if inp.eof:
                     events.ended(inp)
                     self._input_ended()
             if output.broken:
                 log.info("output closed by the reader; exiting", extra={"endpoint": "-"})
                 self._stop = True
+
+    def _consume_source(self, source: Source) -> None:
+        on_source = self.service.on_source
+        for item in source.read():
+            try:
+                outs = on_source(source, item)
+                if outs:
+                    self._emit(outs)
+            except Exception as exc:  # a handler bug must not kill the daemon
+                self.counters.handler_errors += 1
+                self._report(f"on_source:{type(exc).__name__}",
+                             f"on_source raised {type(exc).__name__}: {exc}", level=logging.ERROR,
+                             source=",".join(source.endpoints), exc_info=True)
 
     def _next_due(self) -> float:
         return min(t[0] for t in self._timers)
@@ -321,7 +375,10 @@ class Runtime:
             if not ready:
                 break
             for inp in ready:
-                self._consume(inp)
+                if isinstance(inp, Source):
+                    self._consume_source(inp)
+                else:
+                    self._consume(inp)
                 if inp.eof:
                     self._events.ended(inp)
             if self._output.pending_bytes:

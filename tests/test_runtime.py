@@ -281,3 +281,46 @@ def test_a_second_publisher_cannot_steal_a_live_ipc_endpoint(short_tmp):
     (short_tmp / "stale.sock").write_bytes(b"")
     ZmqOutput(ctx, f"ipc://{short_tmp}/stale.sock", sndhwm=10, linger_ms=0).close()
     ctx.term()
+
+
+def test_a_service_source_is_polled_and_its_items_handled(bench):
+    """A non-bus input (what a venue connection is) feeds on_source; errors are counted."""
+    import socket as socketlib
+    from hedgepipe.runtime import Source
+
+    class LineSource(Source):
+        endpoints = ["test-lines"]
+
+        def start(self):
+            self._r, self.w = socketlib.socketpair()
+            self._r.setblocking(False)
+            self.handle = self._r.fileno()
+
+        def read(self):
+            data = self._r.recv(65536)
+            if not data:
+                self.eof = True
+            return data.decode().split()
+
+        def close(self):
+            self._r.close()
+            self.w.close()
+
+    source = LineSource()
+
+    class Indexer(Service):
+        name = "indexer"
+
+        def sources(self):
+            return [source]
+
+        def on_source(self, src, item):
+            if item == "boom":
+                raise ValueError("bad item")
+            return [("md.index.test.btc_usd", m.Index(venue="test", name="btc_usd", price=float(item)))]
+
+    b = bench(Indexer(Indexer.Config()))
+    source.w.send(b"101.5 boom 102.5")
+    prices = [m.decode(*b.recv()).price for _ in range(2)]
+    assert prices == [101.5, 102.5]
+    assert b.rt.counters.handler_errors == 1
