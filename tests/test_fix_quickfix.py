@@ -27,6 +27,8 @@ from hedgepipe.venues.deribit.fix_driver import FixConnection
 from hedgepipe.venues.deribit.fix_session import FixConfig, FixSession
 from hedgepipe.venues.deribit.fix_wire import FileSeqStore
 
+from .conftest import wait_until
+
 EXECUTOR_GZ = Path("/usr/share/doc/libquickfix-doc/examples/executor/C++/.libs/executor.gz")
 INSTALL = "apt-get install -y libquickfix-doc libquickfix17"
 PORT = 5001  # inside the executor's own network namespace, so it cannot collide
@@ -86,6 +88,12 @@ TargetCompID=HEDGEPIPE
     def connect(self, timeout: float = 5.0) -> socket.socket:
         """Connect from a thread that joins the executor's namespace (a netns is per thread)."""
         result: dict = {}
+        # Until `unshare` has run, the child is still in our namespace: joining it then would
+        # connect to the host's port, not the executor's.
+        ours = os.readlink("/proc/self/ns/net")
+        wait_until(lambda: self.proc.poll() is not None
+                   or os.readlink(f"/proc/{self.proc.pid}/ns/net") != ours,
+                   timeout=timeout, what="the executor's own network namespace")
 
         def join_and_connect():
             libc = ctypes.CDLL(None, use_errno=True)

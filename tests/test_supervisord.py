@@ -31,7 +31,8 @@ from hedgepipe.tools.supervisord_client import Supervisor, pid_alive, read_super
 from .conftest import REPO, free_tcp_port, wait_until
 
 EX_NOT_HEALTHY = 3
-_TCP = re.compile(r"tcp://[^:\"']+:(\d+)")
+#: Every port the pipeline listens on: endpoints, the simulator's URL, its --port.
+_PORT = re.compile(r"((?:tcp|ws)://[^:\"'/]+:|--port )(\d+)")
 
 
 def clean_env() -> dict[str, str]:
@@ -69,14 +70,20 @@ class Root:
 
 
 def make_root(path: Path) -> Root:
-    shutil.copy(REPO / "supervisord.conf", path / "supervisord.conf")
+    """A copy of the pipeline's config with every port moved to a free one, consistently
+    across supervisord.conf and hedgepipe.toml (the simulator's --port and the feed's URL)."""
     (path / "bin").symlink_to(REPO / "bin")
     (path / "etc").mkdir()
-    text = (REPO / "etc" / "hedgepipe.toml").read_text()
-    ports = {p: free_tcp_port() for p in sorted(set(_TCP.findall(text)))}
-    text = _TCP.sub(lambda m: f"tcp://127.0.0.1:{ports[m[1]]}", text)
+    conf = (REPO / "supervisord.conf").read_text()
+    toml = (REPO / "etc" / "hedgepipe.toml").read_text()
+    ports = {p: str(free_tcp_port()) for _, p in _PORT.findall(conf + toml)}
+
+    def move(text: str) -> str:
+        return _PORT.sub(lambda m: m[1] + ports[m[2]], text)
+
+    (path / "supervisord.conf").write_text(move(conf))
     # run_dir stays relative to the config file ("../var/run"): inside the root.
-    (path / "etc" / "hedgepipe.toml").write_text(text)
+    (path / "etc" / "hedgepipe.toml").write_text(move(toml))
     return Root(path)
 
 
@@ -182,7 +189,9 @@ def test_every_program_and_console_script_has_a_bin_wrapper():
     conf = read_supervisor_conf(REPO / "supervisord.conf")
     scripts = {ep.name for ep in entry_points(group="console_scripts")
                if ep.value.startswith("hedgepipe.")}
-    assert set(conf.programs) <= set(known_daemons())
+    # Every program is one of ours: a bus daemon, or a helper such as deribit-sim.
+    assert set(conf.programs) <= set(known_daemons()) | scripts
+    assert set(known_daemons()) <= set(conf.programs)
     for name in scripts | set(conf.programs):
         link = REPO / "bin" / name
         assert link.is_symlink() and os.readlink(link) == ".venv-exec", name

@@ -19,7 +19,7 @@ import click
 import hedgepipe
 
 from ..cli import common_options, guarded
-from ..config import Settings, load_settings
+from ..config import known_daemons, Settings, load_settings
 from ..errors import EX_CONFIG, ConfigError, UpstreamError
 from ..logs import setup_logging
 from . import pipeline_status as ps
@@ -238,11 +238,12 @@ def print_status(control: Control, as_json: bool) -> int:
     if mismatch:
         log.warning("%s: heartbeats may be missed", mismatch)
     settings = control.settings()
-    running = {p["name"] for p in procs if p["statename"] == "RUNNING"}
+    bus_daemons = set(known_daemons())
+    running = {p["name"] for p in procs if p["statename"] == "RUNNING"} & bus_daemons
     # Two intervals, plus time for the subscriptions to reach the publishers.
     window_s = 2 * settings.runtime.heartbeat_interval_s + 0.5
     heartbeats, bad = ps.collect_heartbeats(list(settings.endpoints.values()), window_s, running)
-    rows = ps.build_rows(procs, heartbeats, time.time_ns())
+    rows = ps.build_rows(procs, heartbeats, time.time_ns(), bus_daemons)
     if as_json:
         click.echo(json.dumps({**ps.rows_as_json(rows), "supervisord_pid": sup.pid(),
                                "unreadable_heartbeats": bad}))

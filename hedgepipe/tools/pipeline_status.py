@@ -34,6 +34,8 @@ class ProgramStatus:
     uptime_s: float | None
     heartbeat: Heartbeat | None
     hb_age_s: float | None
+    #: A hedgepipe daemon, which heartbeats on the bus; False for helpers such as deribit-sim.
+    on_bus: bool = True
 
     @property
     def supervised(self) -> bool:
@@ -41,7 +43,7 @@ class ProgramStatus:
 
     @property
     def healthy(self) -> bool:
-        return self.state == "RUNNING" and self.heartbeat is not None
+        return self.state == "RUNNING" and (self.heartbeat is not None or not self.on_bus)
 
     @property
     def errors(self) -> int | None:
@@ -91,9 +93,11 @@ def collect_heartbeats(endpoints: list[str], window_s: float, expect: set[str],
     return heard, bad
 
 
-def build_rows(processes: list[dict], heartbeats: dict[str, Heartbeat], now_ns: int) -> list[ProgramStatus]:
+def build_rows(processes: list[dict], heartbeats: dict[str, Heartbeat], now_ns: int,
+               bus_daemons: set[str] | None = None) -> list[ProgramStatus]:
     """One row per supervisord process (``getAllProcessInfo`` dicts), then one per daemon
-    heard on the bus that supervisord does not run."""
+    heard on the bus that supervisord does not run. Programs not in ``bus_daemons`` (when
+    given) are not expected to heartbeat."""
     rows = []
     for proc in sorted(processes, key=lambda p: p["name"]):
         running = proc["statename"] == "RUNNING"
@@ -101,7 +105,8 @@ def build_rows(processes: list[dict], heartbeats: dict[str, Heartbeat], now_ns: 
         rows.append(ProgramStatus(
             name=proc["name"], state=proc["statename"], pid=proc["pid"] or None,
             uptime_s=float(proc["now"] - proc["start"]) if running else None,
-            heartbeat=hb, hb_age_s=_age(hb, now_ns)))
+            heartbeat=hb, hb_age_s=_age(hb, now_ns),
+            on_bus=bus_daemons is None or proc["name"] in bus_daemons))
     supervised = {p["name"] for p in processes}
     for name in sorted(set(heartbeats) - supervised):
         hb = heartbeats[name]
