@@ -11,7 +11,7 @@ CONFIG ?= etc/hedgepipe.toml
 help:
 	@echo "make run    - install (once) and start the whole pipeline under supervisord"
 	@echo "make test   - install test dependencies (once) and run the test suite"
-	@echo "make bench  - throughput and latency benchmarks (prints a report)"
+	@echo "make bench  - runtime hops vs raw pyzmq, feed decode rate, feed memory (prints a report)"
 	@echo "make status - each daemon's state and last heartbeat"
 	@echo "make down   - stop the pipeline"
 
@@ -56,6 +56,8 @@ test: install-test $(QUICKFIX_EXECUTOR)
 
 bench: install
 	$(BIN)/python -m bench
+	$(BIN)/python -m bench.feed_decode
+	$(BIN)/python -m bench.feed_memory
 
 clean:
 	rm -rf $(VENV) var build *.egg-info

@@ -26,6 +26,8 @@ from pathlib import Path
 
 import msgspec
 
+from hedgepipe import messages
+from hedgepipe.pipeframe import encode_frame
 from hedgepipe.venues.deribit.instruments import parse_get_instruments_body, parse_instrument
 from hedgepipe.venues.deribit.marketdata import DeribitMarketData, subscription_parts
 
@@ -59,6 +61,8 @@ DECODERS = {
     "msgspec.json.decode (bytes)": (_generic, True),
     "msgspec typed envelope + raw data (str)": (_typed_envelope, False),
 }
+#: The decoder the feed uses; the publish stage is measured with it only.
+CHOSEN = "msgspec.json.decode (str)"
 
 
 def load_notifications(path: Path) -> list[str]:
@@ -123,7 +127,25 @@ def measure(lines: list[str], universe: dict, passes: int, runs: int) -> list[tu
 
         rows.append((label, "decode", _best(runs, decode_only) / n))
         rows.append((label, "decode+normalize", _best(runs, decode_normalize) / n))
+        if label == CHOSEN:
+            rows.append((label, "+publish", _best(runs, lambda: _publish(frames, decode, universe,
+                                                                        passes)) / n))
     return rows
+
+
+def _publish(frames, decode, universe, passes) -> None:
+    """decode -> normalize -> what the runtime does to publish: stamp, encode, frame."""
+    out_seq: dict[str, int] = {}
+    for _ in range(passes):
+        md = DeribitMarketData(instruments=universe)
+        on_notification = md.on_notification
+        for i, text in enumerate(frames):
+            channel, data = subscription_parts(decode(text))
+            outs, _resync = on_notification(channel, data, i)
+            for topic, msg in outs:
+                seq = out_seq[topic] = out_seq.get(topic, 0) + 1
+                msg.src, msg.seq = "feed-deribit", seq
+                encode_frame(topic.encode(), messages.encode(msg))
 
 
 def main(argv=None) -> int:
@@ -134,8 +156,10 @@ def main(argv=None) -> int:
     args = ap.parse_args(argv)
     ws, rest = args.data / "DERIBIT.ws.1.0", args.data / "DERIBIT.0"
     if not ws.is_file() or not rest.is_file():
-        print(f"recorded data not found in {args.data} (set HEDGEPIPE_DATA or --data)", file=sys.stderr)
-        return 2
+        # `make bench` runs this too; on a clone without the shared data it says so and goes on.
+        print(f"feed decode bench skipped: recorded data not found in {args.data} "
+              "(set HEDGEPIPE_DATA or --data)", file=sys.stderr)
+        return 0
     lines = load_notifications(ws)
     universe = load_universe(rest)
     avg = sum(map(len, lines)) / len(lines)
