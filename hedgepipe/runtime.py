@@ -392,8 +392,12 @@ class Runtime:
         if lost:
             self.counters.out_msgs -= lost
             self.counters.drops += lost
-            self._report("output_lost", "frames not written: the reader is gone or too slow to "
-                         "take them before the drain deadline", level=logging.ERROR, frames=lost)
+            if self._output.broken:  # `daemon --out - | head`: the reader left, as readers do
+                self._report("output_closed", "the reader closed the output; frames not written",
+                             level=logging.INFO, frames=lost)
+            else:
+                self._report("output_lost", "frames not written: the reader did not take them "
+                             "before the drain deadline", level=logging.ERROR, frames=lost)
 
     # ---- per frame ----------------------------------------------------------------------
 

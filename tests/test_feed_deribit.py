@@ -210,3 +210,11 @@ def test_a_stalled_connection_is_recycled(procs, short_tmp):
     frames = feed.frames_until(lambda f: (hb := last_heartbeat(f)) is not None
                                and hb.counters.get("connects", 0) >= 2)
     assert last_heartbeat(frames).counters["disconnects"] >= 1
+
+
+def test_too_many_requests_is_retried_and_the_feed_comes_up(procs, short_tmp):
+    # The 2nd and 3rd requests of the connection (the index price, the instruments) get 10028.
+    url = start_sim(procs, "--seed", "1", "--currencies", "BTC", "--too-many-requests", "2,3")
+    feed = start_feed(procs, short_tmp, url, kinds=["perpetual"])
+    frames = feed.frames_until(lambda f: any(t.startswith(BOOK) for t, _ in f))
+    assert any(t == "md.instrument.deribit.BTC-PERPETUAL" for t, _ in frames)

@@ -198,6 +198,7 @@ class JsonRpcSession(Source):
             async with connect(self.config.url, open_timeout=self.config.connect_timeout_s,
                                max_size=None, ping_interval=None) as ws:
                 self._ws = ws
+                self._pending.clear()  # answers to the last connection's requests never come
                 await self._send("public/set_heartbeat", {"interval": self.config.heartbeat_s})
                 if self.config.client_id:
                     await self._send("public/auth", {"grant_type": "client_credentials",
