@@ -13,10 +13,8 @@ from __future__ import annotations
 import asyncio
 import logging
 import random
-import socket
 import threading
 import time
-from collections import deque
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -24,7 +22,7 @@ import msgspec
 from websockets.asyncio.client import connect
 from websockets.exceptions import WebSocketException
 
-from ...runtime import Source
+from ...threadsource import ThreadSource
 
 log = logging.getLogger("hedgepipe.deribit.jsonrpc")
 
@@ -58,61 +56,32 @@ class SessionConfig:
     connect_timeout_s: float = 10.0
 
 
-class JsonRpcSession(Source):
+class JsonRpcSession(ThreadSource):
+    thread_name = "deribit-ws"
+
     def __init__(self, config: SessionConfig):
+        super().__init__()
         self.config = config
         self.endpoints = [config.url]
-        self.eof = False
         self.connected = False
         self.reconnects = 0
-        self._events: deque[Event] = deque()
-        self._lock = threading.Lock()
+        self._ids = threading.Lock()
         self._channels: set[str] = set()  # what we want subscribed, across reconnects
         self._pending: dict[int, tuple[str, Any]] = {}  # id -> (method, params) in flight
         self._next_id = 1
         self._loop: asyncio.AbstractEventLoop | None = None
         self._commands: asyncio.Queue | None = None
         self._early: list[tuple] = []  # commands posted before the loop exists
-        self._thread: threading.Thread | None = None
-        self._stopping = False
-        self._wake_r = self._wake_w = None
         self._refresh_token = ""
 
-    # ---- Source (main thread) -----------------------------------------------------------
-
-    def start(self) -> None:
-        self._wake_r, self._wake_w = socket.socketpair()
-        self._wake_r.setblocking(False)
-        self._wake_w.setblocking(False)
-        self.handle = self._wake_r.fileno()
-        self._thread = threading.Thread(target=self._run, name="deribit-ws", daemon=True)
-        self._thread.start()
-
-    def read(self) -> list[Event]:
-        try:
-            while self._wake_r.recv(4096):
-                pass
-        except BlockingIOError:
-            pass
-        with self._lock:
-            items = list(self._events)
-            self._events.clear()
-        return items
-
-    def close(self) -> None:
-        self._stopping = True
+    def wake_thread(self) -> None:
         self._post(("stop",))
-        if self._thread is not None:
-            self._thread.join(timeout=5)
-        for sock in (self._wake_r, self._wake_w):
-            if sock is not None:
-                sock.close()
 
     # ---- commands (main thread, thread-safe) ----------------------------------------------
 
     def call(self, method: str, params: dict | None = None) -> int:
         """Send a request; its answer arrives as a ``result`` or ``error`` Event with this id."""
-        with self._lock:
+        with self._ids:
             request_id = self._next_id
             self._next_id += 1
         self._post(("call", request_id, method, params or {}))
@@ -142,17 +111,7 @@ class JsonRpcSession(Source):
 
     # ---- the thread -----------------------------------------------------------------------
 
-    def _emit(self, event: Event) -> None:
-        with self._lock:
-            wake = not self._events
-            self._events.append(event)
-        if wake:
-            try:
-                self._wake_w.send(b"\0")
-            except (BlockingIOError, OSError):
-                pass  # a wake-up is already pending, or we are closing
-
-    def _run(self) -> None:
+    def run(self) -> None:
         asyncio.run(self._main())
 
     async def _main(self) -> None:
@@ -162,11 +121,13 @@ class JsonRpcSession(Source):
             self._commands.put_nowait(command)
         self._early.clear()
         backoff = self.config.backoff_min_s
-        while not self._stopping:
+        while not self.stopping:
             reason = await self._session()
+            if self.connected:  # it was up: a fresh outage starts from the shortest wait
+                backoff = self.config.backoff_min_s
             self.connected = False
-            self._emit(Event("disconnected", time.time_ns(), data=reason))
-            if self._stopping:
+            self.emit(Event("disconnected", time.time_ns(), data=reason))
+            if self.stopping:
                 break
             self.reconnects += 1
             # Capped exponential backoff with full jitter: many clients never retry in step.
@@ -176,7 +137,7 @@ class JsonRpcSession(Source):
             backoff = min(backoff * 2, self.config.backoff_max_s)
             if await self._wait_for_stop(delay):
                 break
-        self.eof = self._stopping
+        self.eof = self.stopping
 
     async def _wait_for_stop(self, delay: float) -> bool:
         """Sleep ``delay`` unless a stop command comes first (other commands wait)."""
@@ -189,7 +150,7 @@ class JsonRpcSession(Source):
             if command[0] == "stop":
                 return True
             if command[0] == "call":  # no connection to send it on: answer now
-                self._emit(Event("error", time.time_ns(), request_id=command[1], method=command[2],
+                self.emit(Event("error", time.time_ns(), request_id=command[1], method=command[2],
                                  error={"code": -1, "message": "not connected"}))
         return False
 
@@ -208,7 +169,7 @@ class JsonRpcSession(Source):
                     batch = sorted(self._channels)[start:start + SUBSCRIBE_BATCH]
                     await self._send("public/subscribe", {"channels": batch})
                 self.connected = True
-                self._emit(Event("connected", time.time_ns(), data=self.config.url))
+                self.emit(Event("connected", time.time_ns(), data=self.config.url))
                 return await self._pump(ws)
         except (OSError, WebSocketException, TimeoutError) as exc:
             return f"{type(exc).__name__}: {exc}"
@@ -240,7 +201,7 @@ class JsonRpcSession(Source):
 
     async def _send(self, method: str, params: dict, request_id: int = 0) -> None:
         if not request_id:
-            with self._lock:
+            with self._ids:
                 request_id = self._next_id
                 self._next_id += 1
         self._pending[request_id] = (method, params)
@@ -263,12 +224,12 @@ class JsonRpcSession(Source):
                 msg = decode(raw)
                 method = msg.get("method")
             except (msgspec.DecodeError, AttributeError) as exc:
-                self._emit(Event("error", ts_recv, error={"code": -32700, "message": f"bad frame: {exc}",
+                self.emit(Event("error", ts_recv, error={"code": -32700, "message": f"bad frame: {exc}",
                                                           "raw": str(raw)[:200]}))
                 continue
             if method == "subscription":
                 params = msg.get("params") or {}
-                self._emit(Event("notification", ts_recv, channel=params.get("channel", ""),
+                self.emit(Event("notification", ts_recv, channel=params.get("channel", ""),
                                  data=params.get("data")))
             elif method == "heartbeat":
                 if (msg.get("params") or {}).get("type") == "test_request":
@@ -287,7 +248,7 @@ class JsonRpcSession(Source):
                 self._loop.call_later(1.0 + random.random(), self._commands.put_nowait,
                                       ("call", request_id, method, params))
                 return
-            self._emit(Event("error", ts_recv, request_id=request_id, method=method, error=error))
+            self.emit(Event("error", ts_recv, request_id=request_id, method=method, error=error))
             return
         result = msg.get("result")
         if method == "public/auth" and isinstance(result, dict):
@@ -300,4 +261,4 @@ class JsonRpcSession(Source):
             result = {k: v for k, v in result.items() if "token" not in k}  # never hand tokens on
         if method in ("public/set_heartbeat", "public/test"):
             return
-        self._emit(Event("result", ts_recv, request_id=request_id, method=method, data=result))
+        self.emit(Event("result", ts_recv, request_id=request_id, method=method, data=result))
