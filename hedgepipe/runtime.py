@@ -69,6 +69,8 @@ class Service:
         self.clock = clock
         #: The daemon's own counters; they appear in its heartbeat and metrics.
         self.stats: dict[str, int] = {}
+        #: [runtime] run_dir, for state files; set by the runtime before ``sources()``.
+        self.run_dir = ""
 
     def on_start(self) -> Iterable[Out]:
         return ()
@@ -239,6 +241,7 @@ class Runtime:
             for endpoint in inp.missing_ipc_endpoints():
                 log.warning("input endpoint has no publisher yet; waiting for it",
                             extra={"endpoint": endpoint})
+        self.service.run_dir = self.cfg.run_dir
         self._sources = list(self.service.sources())
         for source in self._sources:
             source.start()

@@ -23,6 +23,7 @@ from ..runtime import Service, Timer
 from ..venues.deribit.instruments import InstrumentError, InstrumentFilter, parse_instrument
 from ..venues.deribit.jsonrpc import Event, JsonRpcSession, SessionConfig
 from ..venues.deribit.marketdata import DeribitMarketData
+from .feed_deribit_fix import FixFeed
 
 log = logging.getLogger("hedgepipe.feed-deribit")
 
@@ -57,6 +58,15 @@ class FeedDeribitConfig(DaemonConfig):
     refresh_instruments_s: float = 3600.0
     client_id: str = ""
     client_secret: str = ""
+    #: ws: JSON-RPC over WebSocket (`url`); fix: Deribit's FIX 4.4 API (`fix_*` keys).
+    transport: Literal["ws", "fix"] = "ws"
+    fix_host: str = "127.0.0.1"
+    fix_port: int = 9881
+    fix_sender_comp_id: str = "HEDGEPIPE"
+    fix_target_comp_id: str = "DERIBITSERVER"
+    fix_heartbeat_s: int = 10
+    #: FIX sequence numbers, kept across restarts ("" = <default run dir>/<instance>.fixseq).
+    fix_seq_store: str = ""
 
     secret_fields = frozenset({"client_secret"})
 
@@ -70,6 +80,8 @@ class FeedDeribitService(Service):
         click.Option(["--url"], default=None, help="JSON-RPC WebSocket URL [config: url]."),
         click.Option(["--testnet"], is_flag=True, default=None,
                      help=f"Connect to Deribit's test venue ({TESTNET_URL})."),
+        click.Option(["--transport"], type=click.Choice(["ws", "fix"]), default=None,
+                     help="JSON-RPC over WebSocket, or FIX 4.4 [config: transport]."),
     )
 
     def __init__(self, config: FeedDeribitConfig, clock=SystemClock()):
@@ -90,17 +102,26 @@ class FeedDeribitService(Service):
         self._requests: dict[int, str] = {}  # request id -> what it asked for
         self._subscribed: set[str] = set()
         self._last_data = clock.monotonic()
+        self.fix = (FixFeed(config, clock, self.filter, self.stats)
+                    if config.transport == "fix" else None)
 
     # ---- the runtime's hooks ---------------------------------------------------------------
 
     def sources(self):
+        if self.fix:
+            self.fix.use_run_dir(self.run_dir)
+            return [self.fix.source]
         return [self.session]
 
     def timers(self):
+        if self.fix:
+            return self.fix.timers()
         return [Timer(1.0, self._watchdog, "watchdog"),
                 Timer(self.config.refresh_instruments_s, self._refresh, "instruments")]
 
     def on_source(self, source, event: Event):
+        if self.fix:
+            return self.fix.on_event(event)
         if event.kind == "notification":
             self._last_data = self.clock.monotonic()
             outs, resync = self.md.on_notification(event.channel, event.data, event.ts_recv)

@@ -41,7 +41,7 @@ def build_market(replay, instruments, chain, seed, mispricing, currencies, tick_
         raise ConfigError(f"--currencies: {exc}") from exc
 
 
-async def serve_until_signal(server: SimServer, host: str, port: int) -> None:
+async def serve_until_signal(server: SimServer, host: str, port: int, fix_port: int | None = None) -> None:
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):
@@ -50,16 +50,30 @@ async def serve_until_signal(server: SimServer, host: str, port: int) -> None:
         port = await server.start(host, port)
     except OSError as exc:
         raise ConfigError(f"cannot listen on {host}:{port}: {exc.strerror or exc}") from exc
+    fix = None
+    if fix_port is not None:  # the same market over FIX 4.4 (fix_server.py)
+        from .fix_server import FixServer
+        fix = FixServer(server)
+        try:
+            fix_port = await fix.start(host, fix_port)
+        except OSError as exc:
+            raise ConfigError(f"cannot listen on {host}:{fix_port}: {exc.strerror or exc}") from exc
     click.echo(f"listening ws://{host}:{port}{PATH}")
+    if fix is not None:
+        click.echo(f"fix listening tcp://{host}:{fix_port}")
     sys.stdout.flush()
     await stop.wait()
     log.info("stopping", extra={"clients": len(server.sessions)})
+    if fix is not None:
+        await fix.close()
     await server.close()
 
 
 @click.command(name="deribit-sim", context_settings={"help_option_names": ["-h", "--help"], "show_default": True})
 @click.option("--host", default="127.0.0.1", help="Address to listen on.")
 @click.option("--port", default=8765, type=click.IntRange(0, 65535), help="Port (0 = any free port).")
+@click.option("--fix-port", type=click.IntRange(0, 65535), default=None,
+              help="Also serve FIX 4.4 market data on this port (0 = any free port).")
 @click.option("--replay", metavar="FILE", help="Serve a recording (DERIBIT.ws.1.0 format).")
 @click.option("--instruments", metavar="FILE", help="get_instruments bodies for --replay (DERIBIT.0 format; "
               "default: DERIBIT.0 beside the recording).")
@@ -90,7 +104,7 @@ async def serve_until_signal(server: SimServer, host: str, port: int) -> None:
               case_sensitive=False))
 @click.option("--log-json", is_flag=True, help="Log JSON lines on stderr.")
 @guarded
-def main(host, port, replay, instruments, speed, as_fast_as_possible, chain, seed, mispricing, currencies,
+def main(host, port, fix_port, replay, instruments, speed, as_fast_as_possible, chain, seed, mispricing, currencies,
          tick_ms, max_strikes, min_heartbeat, token_expires_in, drop_after_messages, drop_after_s,
          drop_connections, skip_change, skip_change_after, delay_ms, too_many_requests, no_heartbeats,
          stall_after_s, log_level, log_json):
@@ -110,5 +124,5 @@ def main(host, port, replay, instruments, speed, as_fast_as_possible, chain, see
                     no_heartbeats=no_heartbeats, stall_after_s=stall_after_s)
     server = SimServer(market, faults=faults, auth=Auth(expires_in=token_expires_in),
                        min_heartbeat_s=min_heartbeat, tick_s=tick_s, speed=0.0 if as_fast_as_possible else speed)
-    asyncio.run(serve_until_signal(server, host, port))
+    asyncio.run(serve_until_signal(server, host, port, fix_port))
     return 0
