@@ -10,6 +10,7 @@ CONFIG ?= etc/hedgepipe.toml
 
 help:
 	@echo "make run    - install (once) and start the whole pipeline under supervisord"
+	@echo "              (CHAIN=FILE: the simulator animates a real option chain)"
 	@echo "make test   - install test dependencies (once) and run the test suite"
 	@echo "make bench  - runtime hops vs raw pyzmq, feed decode rate, feed memory (prints a report)"
 	@echo "make status - each daemon's state and last heartbeat"
@@ -42,8 +43,10 @@ $(QUICKFIX_EXECUTOR):
 install: $(VENV)/.installed
 install-test: $(VENV)/.installed-test
 
+# CHAIN=FILE: the simulator animates that real option chain instead of its generated market
+# (e.g. CHAIN=../shared/data/deribit/btc_option_chain_2020-05-21.csv); applies when supervisord starts.
 run: install
-	$(BIN)/hedgepipe --config $(CONFIG) up
+	DERIBIT_SIM_CHAIN=$(CHAIN) $(BIN)/hedgepipe --config $(CONFIG) up
 
 status: install
 	$(BIN)/hedgepipe --config $(CONFIG) status

@@ -68,7 +68,11 @@ class OncePerKind:
             self._seen[kind] += 1
         else:
             self._seen[kind] = 0
-            self._log.log(level, message, exc_info=exc_info, extra={"kind": kind, **context})
+            # A context key that LogRecord reserves ("message", "name", ...) would make the
+            # log call itself raise; such keys get a prefix instead.
+            extra = {("ctx_" + k if k in _RESERVED or k == "message" else k): v
+                     for k, v in context.items()}
+            self._log.log(level, message, exc_info=exc_info, extra={"kind": kind, **extra})
         now = self._clock()
         if now - self._last_summary >= self._every:
             self.summarise(now)

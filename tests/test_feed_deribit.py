@@ -22,8 +22,9 @@ BOOK = "md.book.deribit."
 class Proc:
     """A subprocess whose stdout is a frame stream (feed) or text (simulator)."""
 
-    def __init__(self, args: list[str]):
+    def __init__(self, args: list[str], extra_env: dict | None = None):
         env = {k: v for k, v in os.environ.items() if not k.startswith("HEDGEPIPE_")}
+        env.update(extra_env or {})
         self.p = subprocess.Popen(args, cwd=REPO, env=env, stdout=subprocess.PIPE,
                                   stderr=subprocess.PIPE, stdin=subprocess.DEVNULL)
         self.reader = FrameReader(1 << 22)
@@ -82,8 +83,8 @@ class Proc:
 def procs():
     started: list[Proc] = []
 
-    def start(args: list[str]) -> Proc:
-        proc = Proc(args)
+    def start(args: list[str], env: dict | None = None) -> Proc:
+        proc = Proc(args, env)
         started.append(proc)
         return proc
 
@@ -97,13 +98,13 @@ def start_sim(procs, *args: str) -> str:
     return sim.line_matching(r"listening (ws://\S+)")[1].decode()
 
 
-def start_feed(procs, short_tmp, url: str, **settings) -> Proc:
+def start_feed(procs, short_tmp, url: str, env: dict | None = None, **settings) -> Proc:
     table = {"url": url, "currencies": ["BTC"], "depth": 20, "heartbeat_s": 10.0, **settings}
     body = "\n".join(f"{k} = {json.dumps(v)}" for k, v in table.items())
     config = short_tmp / "feed.toml"
     config.write_text(f'[runtime]\nrun_dir = "{short_tmp}/run"\nheartbeat_interval_s = 0.2\n'
                       f"[feed-deribit]\n{body}\n")
-    return procs([str(VENV_BIN / "feed-deribit"), "--config", str(config), "--out", "-"])
+    return procs([str(VENV_BIN / "feed-deribit"), "--config", str(config), "--out", "-"], env)
 
 
 def last_heartbeat(frames):
@@ -218,3 +219,25 @@ def test_too_many_requests_is_retried_and_the_feed_comes_up(procs, short_tmp):
     feed = start_feed(procs, short_tmp, url, kinds=["perpetual"])
     frames = feed.frames_until(lambda f: any(t.startswith(BOOK) for t, _ in f))
     assert any(t == "md.instrument.deribit.BTC-PERPETUAL" for t, _ in frames)
+
+
+def test_credentials_log_on_and_the_token_is_refreshed(procs, short_tmp):
+    url = start_sim(procs, "--seed", "1", "--currencies", "BTC", "--token-expires-in", "1")
+    feed = start_feed(procs, short_tmp, url, kinds=["perpetual"],
+                      env={"HEDGEPIPE_FEED_DERIBIT__CLIENT_ID": "sim-client",
+                           "HEDGEPIPE_FEED_DERIBIT__CLIENT_SECRET": "sim-secret"})
+    # Refreshed at 80 % of a 1 s life: a second authentication within a couple of seconds.
+    frames = feed.frames_until(lambda f: (hb := last_heartbeat(f)) is not None
+                               and hb.counters.get("authenticated", 0) >= 2)
+    assert last_heartbeat(frames).counters.get("venue_errors", 0) == 0
+    assert "sim-secret" not in feed.stderr_tail()           # never logged
+
+
+def test_the_real_chain_flows_through_the_feed(procs, short_tmp, shared_data):
+    chain = shared_data / "deribit" / "btc_option_chain_2020-05-21.csv"
+    url = start_sim(procs, "--chain", str(chain), "--seed", "1")
+    feed = start_feed(procs, short_tmp, url, kinds=["option"])
+    frames = feed.frames_until(lambda f: len({t for t, _ in f if t.startswith(BOOK)}) >= 50)
+    instruments = {msg.name for t, msg in frames if t.startswith("md.instrument.")}
+    assert len(instruments) == 326                          # every option of the chain
+    assert all(not msg.stale for t, msg in frames if t.startswith(BOOK))

@@ -101,6 +101,7 @@ class FeedDeribitService(Service):
         self.venue_offset_ns = 0
         self._requests: dict[int, str] = {}  # request id -> what it asked for
         self._subscribed: set[str] = set()
+        self._followed: dict[str, set[str]] = {}  # currency -> instruments followed
         self._last_data = clock.monotonic()
         self.fix = (FixFeed(config, clock, self.filter, self.stats)
                     if config.transport == "fix" else None)
@@ -143,7 +144,7 @@ class FeedDeribitService(Service):
             self._requests.pop(event.request_id, None)
             self._count("venue_errors")
             log.warning("venue error", extra={"method": event.method, "code": event.error.get("code"),
-                                              "message": event.error.get("message")})
+                                              "venue_message": event.error.get("message")})
         return ()
 
     # ---- instruments and subscriptions ----------------------------------------------------
@@ -157,6 +158,9 @@ class FeedDeribitService(Service):
 
     def _on_result(self, event: Event):
         what = self._requests.pop(event.request_id, "")
+        if event.method == "public/auth":
+            self._count("authenticated")  # first logon and every token refresh
+            return ()
         if what == "time":
             self.venue_offset_ns = int(event.data) * 1_000_000 - self.clock.time_ns()
             return ()
@@ -182,19 +186,40 @@ class FeedDeribitService(Service):
         kept, dropped = self.filter.select(parsed, venue_now, self.index_prices)
         for reason, n in dropped.items():
             self._count(f"instruments_dropped_{reason}", n)
-        outs = []
+        outs = self._retire(currency, {inst.name for inst in kept})
         channels = []
         for inst in kept:
             if self.md.instruments.get(inst.name) != inst:
                 outs.append((md_topic("instrument", "deribit", inst.name), inst))
             self.md.instruments[inst.name] = inst
-            channels += [f"{ch}.{inst.name}.{self.config.interval}" for ch in self.config.channels]
+            channels += self._channels_of(inst.name)
         channels.append(f"deribit_price_index.{currency.lower()}_usd")
         new = [c for c in channels if c not in self._subscribed]
         if new:
             self._subscribed.update(new)
             self.session.subscribe(new)
         self.stats["instruments"] = len(self.md.instruments)
+        return outs
+
+    def _channels_of(self, name: str) -> list[str]:
+        return [f"{ch}.{name}.{self.config.interval}" for ch in self.config.channels]
+
+    def _retire(self, currency: str, listed_now: set[str]) -> list:
+        """Instruments of ``currency`` we followed that are gone (expired, delisted, filtered
+        out): published once with ``active = False``, unsubscribed, their books dropped."""
+        previous = self._followed.get(currency, set())
+        self._followed[currency] = listed_now
+        outs = []
+        for name in sorted(previous - listed_now):
+            inst = self.md.instruments.pop(name, None)
+            self.md.forget(name)
+            gone = self._channels_of(name)
+            self._subscribed.difference_update(gone)
+            self.session.unsubscribe(gone)
+            self._count("instruments_retired")
+            if inst is not None:
+                retired = msgspec.structs.replace(inst, active=False, ts_event=0, ts_recv=0)
+                outs.append((md_topic("instrument", "deribit", name), retired))
         return outs
 
     # ---- liveness ---------------------------------------------------------------------------

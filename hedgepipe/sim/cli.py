@@ -79,7 +79,9 @@ async def serve_until_signal(server: SimServer, host: str, port: int, fix_port: 
               "default: DERIBIT.0 beside the recording).")
 @click.option("--speed", default=1.0, type=click.FloatRange(min=0), help="Replay speed factor (0 = no waiting).")
 @click.option("--as-fast-as-possible", is_flag=True, help="Same as --speed 0.")
-@click.option("--chain", metavar="CSV", help="Animate a real option chain (one get_order_book row per option).")
+@click.option("--chain", metavar="CSV", envvar="DERIBIT_SIM_CHAIN",
+              help="Animate a real option chain (one get_order_book row per option) "
+                   "[env DERIBIT_SIM_CHAIN: how `make run CHAIN=FILE` passes it].")
 @click.option("--seed", type=int, default=None, help="Seed of the generated market (deterministic prices).")
 @click.option("--mispricing", default=0.0, type=click.FloatRange(min=0),
               help="Now and then quote an option leg this many BTC off fair (box/parity opportunities).")

@@ -91,6 +91,10 @@ class JsonRpcSession(ThreadSource):
         self._channels.update(channels)
         self._post(("subscribe", list(channels)))
 
+    def unsubscribe(self, channels: list[str]) -> None:
+        self._channels.difference_update(channels)
+        self._post(("unsubscribe", list(channels)))
+
     def resubscribe(self, channels: list[str]) -> None:
         """Unsubscribe and subscribe again: Deribit then sends a fresh book snapshot."""
         self._post(("unsubscribe", list(channels)))
