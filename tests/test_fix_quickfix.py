@@ -32,6 +32,9 @@ from .conftest import wait_until
 EXECUTOR_GZ = Path("/usr/share/doc/libquickfix-doc/examples/executor/C++/.libs/executor.gz")
 INSTALL = "apt-get install -y libquickfix-doc libquickfix17"
 PORT = 5001  # inside the executor's own network namespace, so it cannot collide
+#: Deadline for each step (a deadline, not a delay: steps take ~1 s; a loaded CI machine
+#: must not turn a slow step into a failure).
+WAIT = 15
 SECRET = "quickfix-test-secret"
 CLONE_NEWNET = 0x40000000
 
@@ -164,7 +167,7 @@ def test_logon_heartbeats_sequence_reset_resend_and_logout(quickfix, tmp_path):
     session = client(store_path, reset=True)
     conn = FixConnection(session, quickfix.connect())
     conn.start()
-    drive(conn, lambda: session.state == "active", 5, "Logon answer")
+    drive(conn, lambda: session.state == "active", WAIT, "Logon answer")
 
     # QuickFIX saw the Deribit digest: recompute it from the Logon it logged.
     logon = next(line for line in quickfix.output().splitlines() if "\x0135=A\x01" in line and "96=" in line)
@@ -174,19 +177,19 @@ def test_logon_heartbeats_sequence_reset_resend_and_logout(quickfix, tmp_path):
     assert f"\x01554={expected}\x01" in logon and "\x019001=Y\x01" in logon and SECRET not in logon
 
     # Heartbeats both ways at HeartBtInt=1.
-    drive(conn, lambda: session.counters["in_0"] >= 2 and session.counters["out_0"] >= 2, 5, "heartbeats")
+    drive(conn, lambda: session.counters["in_0"] >= 2 and session.counters["out_0"] >= 2, WAIT, "heartbeats")
     # Our TestRequest is answered.
     session.test_request()
-    drive(conn, lambda: session.counters["test_request_answered"] >= 1, 5, "TestRequest answer")
+    drive(conn, lambda: session.counters["test_request_answered"] >= 1, WAIT, "TestRequest answer")
     # Silent on our side: QuickFIX's TestRequest reaches us, we answer, the session survives.
-    drive(conn, lambda: session.counters["in_1"] >= 1, 5, "QuickFIX TestRequest", timers=False)
+    drive(conn, lambda: session.counters["in_1"] >= 1, WAIT, "QuickFIX TestRequest", timers=False)
     # SequenceReset-Reset from us: QuickFIX takes the jump (answers the next TestRequest in sequence).
     session.reset_sequence(session.store.next_sender + 20)
     session.test_request()
-    drive(conn, lambda: session.counters["test_request_answered"] >= 2, 5, "answer after SequenceReset")
+    drive(conn, lambda: session.counters["test_request_answered"] >= 2, WAIT, "answer after SequenceReset")
     assert session.state == "active" and session.counters["rejects"] == 0
     session.logout("done")
-    drive(conn, lambda: session.state == "closed", 5, "Logout confirmation")
+    drive(conn, lambda: session.state == "closed", WAIT, "Logout confirmation")
     assert session.disconnect_reason == "logout confirmed" and conn.sock is None
     session.store.close()
 
@@ -202,12 +205,12 @@ def test_logon_heartbeats_sequence_reset_resend_and_logout(quickfix, tmp_path):
     conn = FixConnection(session, quickfix.connect())
     conn.start()
     drive(conn, lambda: session.state == "active" and session.counters["gap_fills"] >= 1
-          and session.counters["resend_requests"] >= 1, 5, "both gaps filled")
+          and session.counters["resend_requests"] >= 1, WAIT, "both gaps filled")
     assert session.counters["seq_too_high"] >= 1
     session.test_request()
-    drive(conn, lambda: session.counters["test_request_answered"] >= 1, 5, "TestRequest after the gaps")
+    drive(conn, lambda: session.counters["test_request_answered"] >= 1, WAIT, "TestRequest after the gaps")
     session.logout()
-    drive(conn, lambda: session.state == "closed", 5, "second Logout")
+    drive(conn, lambda: session.state == "closed", WAIT, "second Logout")
     assert session.disconnect_reason == "logout confirmed"
     assert session.counters["rejects"] == 0 and session.counters["seq_too_low"] == 0
     assert quickfix.proc.poll() is None, quickfix.output()
