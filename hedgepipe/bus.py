@@ -36,6 +36,8 @@ _POLLIN = int(zmq.POLLIN)
 #: Linux limit on a unix socket path (sun_path is 108 bytes with the NUL).
 _MAX_IPC_PATH = 107
 _RECV_BATCH = 512
+#: After the drain deadline, how long a pipe write may still take to finish the frame begun.
+_FRAME_GRACE_S = 1.0
 
 
 def check_endpoint(endpoint: str, *, binding: bool) -> str:
@@ -185,14 +187,23 @@ class PipeOutput:
         """Write what is pending. Returns how many frames were lost (reader gone, or gave up)."""
         view = memoryview(self._pending)
         written = 0
+        limit = len(view)
+        grace_until = None
         try:
-            while written < len(view):
+            while written < limit:
                 try:
-                    written += os.write(self.fd, view[written:])
+                    written += os.write(self.fd, view[written:limit])
                 except BlockingIOError:
                     deadline = give_up_at() if give_up_at else None
-                    if deadline is not None and time.monotonic() >= deadline:
-                        break
+                    now = time.monotonic()
+                    if deadline is not None and now >= deadline and grace_until is None:
+                        # Giving up, but never with half a frame on the stream: finish the
+                        # frame begun (a short grace), then stop on a frame boundary.
+                        limit = next((end for end in self._frame_ends if end >= written), written)
+                        grace_until = now + _FRAME_GRACE_S
+                        continue
+                    if grace_until is not None and now >= grace_until:
+                        break  # the reader is stuck mid-frame: the stream is lost anyway
                     # Wait for the reader, but wake often enough to notice a stop request.
                     select.select([], [self.fd], [], 0.05)
                 except BrokenPipeError:

@@ -335,6 +335,8 @@ class Runtime:
     def _consume_source(self, source: Source) -> None:
         on_source = self.service.on_source
         for item in source.read():
+            if item is None:  # a wake-up with nothing to hand on (the source ended)
+                continue
             try:
                 outs = on_source(source, item)
                 if outs:
@@ -373,15 +375,16 @@ class Runtime:
         """
         self._request_stop()
         deadline = self._give_up_at
+        # A venue source never goes quiet: take what it has handed over once, don't wait on it.
+        for inp in self._events.poll(0):
+            if isinstance(inp, Source):
+                self._consume_source(inp)
         while self.clock.monotonic() < deadline and self._events.open_inputs:
-            ready = self._events.poll(_DRAIN_QUIET_MS)
+            ready = [i for i in self._events.poll(_DRAIN_QUIET_MS) if not isinstance(i, Source)]
             if not ready:
                 break
             for inp in ready:
-                if isinstance(inp, Source):
-                    self._consume_source(inp)
-                else:
-                    self._consume(inp)
+                self._consume(inp)
                 if inp.eof:
                     self._events.ended(inp)
             if self._output.pending_bytes:

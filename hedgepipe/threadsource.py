@@ -12,11 +12,14 @@ ever left behind (the lock orders "was it empty" against the reader's take-all).
 
 from __future__ import annotations
 
+import logging
 import socket
 import threading
 from collections import deque
 
 from .runtime import Source
+
+log = logging.getLogger("hedgepipe.source")
 
 
 class ThreadSource(Source):
@@ -40,7 +43,7 @@ class ThreadSource(Source):
         self._wake_r.setblocking(False)
         self._wake_w.setblocking(False)
         self.handle = self._wake_r.fileno()
-        self._thread = threading.Thread(target=self.run, name=self.thread_name, daemon=True)
+        self._thread = threading.Thread(target=self._guarded_run, name=self.thread_name, daemon=True)
         self._thread.start()
 
     def read(self) -> list:
@@ -64,6 +67,20 @@ class ThreadSource(Source):
                 sock.close()
 
     # ---- the thread's side ---------------------------------------------------------------
+
+    def _guarded_run(self) -> None:
+        # A bug or an input nobody foresaw must not leave a dead thread behind a source that
+        # looks alive (the daemon would heartbeat "running" and publish nothing, forever).
+        # Ending the source ends the daemon (exit 0) and supervisord starts a fresh one.
+        try:
+            self.run()
+        except Exception:
+            log.critical("source thread died; ending the source so the daemon restarts",
+                         extra={"source": self.thread_name}, exc_info=True)
+        finally:
+            if not self.stopping:
+                self.eof = True
+                self.emit(None)  # wake the runtime, which sees eof
 
     def run(self) -> None:
         raise NotImplementedError

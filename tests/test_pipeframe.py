@@ -90,3 +90,41 @@ def test_finish_reports_garbage_and_a_cut_frame_at_end_of_stream():
     events = reader.finish()
     assert [(e.kind, e.skipped) for e in events] == [("decode_error", 8), ("truncated", 1)]
     assert reader.pending == 0 and reader.finish() == []
+
+
+def test_a_pipe_output_that_gives_up_stops_on_a_frame_boundary():
+    """Past the drain deadline, with a reader too slow to take everything, what reached the
+    pipe is whole frames only: the reader never sees half a frame."""
+    import os
+    import threading
+    import time
+
+    from hedgepipe.bus import PipeOutput
+
+    r, w = os.pipe()
+    got = bytearray()
+    go = threading.Event()
+
+    def slow_reader():  # starts only once the writer is stuck, then reads to the end
+        go.wait(10)
+        while chunk := os.read(r, 1 << 16):
+            got.extend(chunk)
+
+    thread = threading.Thread(target=slow_reader, daemon=True)
+    thread.start()
+    out = PipeOutput(fd=w)
+    for i in range(5000):                                  # ~1 MB: far more than the pipe holds
+        out.send(b"md.book.x", bytes([i % 256]) * 211)
+
+    def deadline_passed():
+        go.set()                                           # the writer is stuck: let it drain
+        return time.monotonic() - 1
+
+    lost = out.flush(deadline_passed)
+    os.close(w)
+    thread.join(10)
+    os.close(r)
+    reader = FrameReader(max_payload=1024)
+    frames = reader.feed(bytes(got))
+    assert reader.pending == 0                             # ends on a frame boundary
+    assert len(frames) + lost == 5000 and 0 < lost < 5000

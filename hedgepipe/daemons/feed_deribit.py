@@ -18,6 +18,7 @@ import msgspec
 from ..cli import daemon_command
 from ..clock import SystemClock
 from ..config import DaemonConfig
+from ..errors import ConfigError
 from ..messages import md_topic
 from ..runtime import Service, Timer
 from ..venues.deribit.instruments import InstrumentError, InstrumentFilter, parse_instrument
@@ -103,6 +104,10 @@ class FeedDeribitService(Service):
         self._subscribed: set[str] = set()
         self._followed: dict[str, set[str]] = {}  # currency -> instruments followed
         self._last_data = clock.monotonic()
+        if config.transport == "fix" and config.strike_band:
+            # The FIX path has no index price, so a band would drop every option, silently.
+            raise ConfigError("[feed-deribit] strike_band needs the index price, which the FIX "
+                              "transport does not carry: set strike_band = 0 with transport = fix")
         self.fix = (FixFeed(config, clock, self.filter, self.stats)
                     if config.transport == "fix" else None)
 

@@ -23,6 +23,8 @@ from ...threadsource import ThreadSource
 from .fix_session import FixConfig, FixSession
 from .fix_wire import FileSeqStore, SeqStore
 
+_WRITE_TIMEOUT_S = 10.0
+
 log = logging.getLogger("hedgepipe.deribit.fix")
 
 
@@ -206,12 +208,15 @@ class FixSource(ThreadSource):
         if not out:
             return True
         try:
-            sock.setblocking(True)  # requests are small: a short blocking write is fine
+            # Requests are small: a short blocking write is fine, but bounded, so a venue that
+            # stops reading cannot freeze the session (and its heartbeats) for ever.
+            sock.settimeout(_WRITE_TIMEOUT_S)
             sock.sendall(out)
-            sock.setblocking(False)
             return True
-        except OSError:
+        except OSError:  # socket.timeout included: the connection is treated as dead
             return False
+        finally:
+            sock.setblocking(False)
 
 
 def _drain(sock) -> None:

@@ -27,6 +27,8 @@ from ...threadsource import ThreadSource
 log = logging.getLogger("hedgepipe.deribit.jsonrpc")
 
 TOO_MANY_REQUESTS = 10028
+#: A connection up this long counts as good: the next outage starts from the shortest backoff.
+STABLE_S = 30.0
 #: Channels per public/subscribe request (Deribit accepts long lists; batches keep each
 #: request and its answer small and a 10028 retry cheap).
 SUBSCRIBE_BATCH = 100
@@ -73,6 +75,17 @@ class JsonRpcSession(ThreadSource):
         self._commands: asyncio.Queue | None = None
         self._early: list[tuple] = []  # commands posted before the loop exists
         self._refresh_token = ""
+        self._refresh_timer: asyncio.TimerHandle | None = None
+
+    def start(self) -> None:
+        # The loop and its queue exist before the thread does, so a command posted at any
+        # moment lands in the queue (no hand-over window to lose it in).
+        self._loop = asyncio.new_event_loop()
+        self._commands = asyncio.Queue()
+        for command in self._early:
+            self._commands.put_nowait(command)
+        self._early.clear()
+        super().start()
 
     def wake_thread(self) -> None:
         self._post(("stop",))
@@ -116,18 +129,23 @@ class JsonRpcSession(ThreadSource):
     # ---- the thread -----------------------------------------------------------------------
 
     def run(self) -> None:
-        asyncio.run(self._main())
+        asyncio.set_event_loop(self._loop)
+        try:
+            self._loop.run_until_complete(self._main())
+        finally:
+            self._loop.close()
 
     async def _main(self) -> None:
-        self._loop = asyncio.get_running_loop()
-        self._commands = asyncio.Queue()
-        for command in self._early:
-            self._commands.put_nowait(command)
-        self._early.clear()
         backoff = self.config.backoff_min_s
         while not self.stopping:
+            up_since = time.monotonic()
             reason = await self._session()
-            if self.connected:  # it was up: a fresh outage starts from the shortest wait
+            if self._refresh_timer is not None:
+                self._refresh_timer.cancel()
+                self._refresh_timer = None
+            # Back to the shortest wait only after a connection that really held: a venue
+            # that accepts and drops at once must not be hammered every 0.5 s.
+            if self.connected and time.monotonic() - up_since >= STABLE_S:
                 backoff = self.config.backoff_min_s
             self.connected = False
             self.emit(Event("disconnected", time.time_ns(), data=reason))
@@ -169,9 +187,9 @@ class JsonRpcSession(ThreadSource):
                     await self._send("public/auth", {"grant_type": "client_credentials",
                                                      "client_id": self.config.client_id,
                                                      "client_secret": self.config.client_secret})
-                for start in range(0, len(self._channels), SUBSCRIBE_BATCH):
-                    batch = sorted(self._channels)[start:start + SUBSCRIBE_BATCH]
-                    await self._send("public/subscribe", {"channels": batch})
+                wanted = sorted(self._channels)  # once: the main thread may change the set meanwhile
+                for start in range(0, len(wanted), SUBSCRIBE_BATCH):
+                    await self._send("public/subscribe", {"channels": wanted[start:start + SUBSCRIBE_BATCH]})
                 self.connected = True
                 self.emit(Event("connected", time.time_ns(), data=self.config.url))
                 return await self._pump(ws)
@@ -184,7 +202,10 @@ class JsonRpcSession(ThreadSource):
             getter = asyncio.ensure_future(self._commands.get())
             done, _ = await asyncio.wait({reader, getter}, return_when=asyncio.FIRST_COMPLETED)
             if reader in done:
-                getter.cancel()
+                if getter.done() and not getter.cancelled():
+                    self._commands.put_nowait(getter.result())  # taken as the link died: keep it
+                else:
+                    getter.cancel()
                 return reader.result()
             command = getter.result()
             kind = command[0]
@@ -196,7 +217,10 @@ class JsonRpcSession(ThreadSource):
                 reader.cancel()
                 await ws.close()
                 return f"reconnect requested: {command[1]}"
-            if kind == "call":
+            if kind == "refresh":
+                await self._send("public/auth", {"grant_type": "refresh_token",
+                                                 "refresh_token": self._refresh_token})
+            elif kind == "call":
                 await self._send(command[2], command[3], request_id=command[1])
             elif kind in ("subscribe", "unsubscribe"):
                 channels = command[1]
@@ -226,25 +250,33 @@ class JsonRpcSession(ThreadSource):
             ts_recv = time.time_ns()
             try:
                 msg = decode(raw)
+                if not isinstance(msg, dict):
+                    raise ValueError("not a JSON object")
                 method = msg.get("method")
-            except (msgspec.DecodeError, AttributeError) as exc:
-                self.emit(Event("error", ts_recv, error={"code": -32700, "message": f"bad frame: {exc}",
-                                                          "raw": str(raw)[:200]}))
-                continue
-            if method == "subscription":
                 params = msg.get("params") or {}
-                self.emit(Event("notification", ts_recv, channel=params.get("channel", ""),
-                                 data=params.get("data")))
-            elif method == "heartbeat":
-                if (msg.get("params") or {}).get("type") == "test_request":
-                    await self._send("public/test", {})
-            else:
-                await self._answer(msg, ts_recv)
+                if method in ("subscription", "heartbeat") and not isinstance(params, dict):
+                    raise ValueError("params is not an object")
+                if method == "subscription":
+                    self.emit(Event("notification", ts_recv, channel=str(params.get("channel", "")),
+                                    data=params.get("data")))
+                elif method == "heartbeat":
+                    if params.get("type") == "test_request":
+                        await self._send("public/test", {})
+                else:
+                    await self._answer(msg, ts_recv)
+            except (msgspec.DecodeError, ValueError, TypeError, AttributeError) as exc:
+                # Whatever the venue sends, the session goes on: the frame becomes an event.
+                self.emit(Event("error", ts_recv, error={"code": -32700, "message": f"bad frame: {exc}",
+                                                         "raw": str(raw)[:200]}))
 
     async def _answer(self, msg: dict, ts_recv: int) -> None:
         request_id = msg.get("id") or 0
+        if not isinstance(request_id, int):
+            raise ValueError(f"id {request_id!r} is not an integer")
         method, params = self._pending.pop(request_id, ("", None))
         error = msg.get("error")
+        if error is not None and not isinstance(error, dict):
+            error = {"code": None, "message": str(error)[:200]}
         if error:
             if error.get("code") == TOO_MANY_REQUESTS and method:
                 # Rate limited: back off and send the same request again.
@@ -257,11 +289,15 @@ class JsonRpcSession(ThreadSource):
         result = msg.get("result")
         if method == "public/auth" and isinstance(result, dict):
             self._refresh_token = result.get("refresh_token", "")
-            expires = float(result.get("expires_in") or 0)
-            if expires > 0:  # refresh at 80% of the lifetime
-                self._loop.call_later(0.8 * expires, self._commands.put_nowait,
-                                      ("call", 0, "public/auth", {"grant_type": "refresh_token",
-                                                                  "refresh_token": self._refresh_token}))
+            try:
+                expires = float(result.get("expires_in") or 0)
+            except (TypeError, ValueError):
+                expires = 0.0
+            if self._refresh_timer is not None:
+                self._refresh_timer.cancel()
+            if expires > 0:  # refresh at 80% of the lifetime, with the token current then
+                self._refresh_timer = self._loop.call_later(0.8 * expires, self._commands.put_nowait,
+                                                            ("refresh",))
             result = {k: v for k, v in result.items() if "token" not in k}  # never hand tokens on
         if method in ("public/set_heartbeat", "public/test"):
             return
