@@ -72,6 +72,7 @@ def test_ticker_price_rules():
 def test_index_names():
     assert index_name("BTC/USD") == "btc_usd"
     assert index_name("ETH/USDT") == "eth_usd"
+    assert index_name("BTC/EUR") is None                  # never priced into a USD index
 
 
 # ---- the service's rules, with a fake clock ----------------------------------------------------
@@ -207,3 +208,13 @@ def test_end_to_end_with_a_venue_that_fails(procs, short_tmp):  # noqa: F811
     assert not any(topic.startswith("md.index.gemini.") for topic, _ in frames)
     assert feed.stop() == 0
     assert feed.p.returncode == 0
+
+
+def test_a_symbol_not_quoted_in_usd_is_refused_at_start():
+    import pytest
+
+    from hedgepipe.daemons.feed_index import FeedIndexConfig, FeedIndexService
+    from hedgepipe.errors import ConfigError
+
+    with pytest.raises(ConfigError, match="BTC/EUR"):
+        FeedIndexService(FeedIndexConfig(venues=["kraken"], symbols={"kraken": ["BTC/EUR"]}))

@@ -54,10 +54,15 @@ class FeedIndexConfig(DaemonConfig):
     replay_dir: str = ""
 
 
-def index_name(symbol: str) -> str:
-    """``BTC/USD`` (or ``BTC/USDT``) -> ``btc_usd``: quotes in USD stablecoins count as USD."""
-    base, _, _quote = symbol.partition("/")
-    return f"{base.lower()}_usd"
+#: Quotes that count as USD (stablecoins at par; documented in docs/feed-index.md).
+USD_QUOTES = frozenset({"USD", "USDT", "USDC"})
+
+
+def index_name(symbol: str) -> str | None:
+    """``BTC/USD`` (or ``BTC/USDT``) -> ``btc_usd``; None for any other quote (``BTC/EUR``):
+    a price in another currency must never enter a USD index."""
+    base, _, quote = symbol.partition("/")
+    return f"{base.lower()}_usd" if quote.upper() in USD_QUOTES else None
 
 
 class FeedIndexService(Service):
@@ -78,7 +83,7 @@ class FeedIndexService(Service):
             unknown = [s for s in symbols if index_name(s) not in self.names]
             if unknown:
                 raise ConfigError(f"[feed-index] symbols for {venue}: {unknown} are not in currencies "
-                                  f"{config.currencies}")
+                                  f"{config.currencies} with a quote in {'/'.join(sorted(USD_QUOTES))}")
             self.symbols[venue] = symbols
         extra = sorted(set(config.symbols) - set(config.venues))
         if extra:
