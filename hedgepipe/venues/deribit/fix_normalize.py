@@ -99,14 +99,7 @@ class FixMarketData:
                 venue=self.venue, instrument=name, bids=bids, asks=asks, ts_event=ts_recv, ts_recv=ts_recv)))
         resync = []
         for name in sorted(self.books.stale - stale_before):
-            bids, asks = self._published.pop(name, ([], []))
-            outs.append((messages.md_topic("book", self.venue, name), Book(
-                venue=self.venue, instrument=name, bids=bids, asks=asks, stale=True,
-                ts_event=ts_recv, ts_recv=ts_recv)))
-            if name not in self._awaiting:
-                self._awaiting.add(name)
-                self.stats["resync_requested"] += 1
-                resync.append(name)
+            self._went_stale(name, self._published.pop(name, ([], [])), ts_recv, outs, resync)
         if mtype == b"X":
             outs += self._trades(m, symbol, ts_recv)
         return outs, resync
@@ -114,10 +107,8 @@ class FixMarketData:
     def connection_lost(self, ts_recv: int) -> list[tuple[str, Book]]:
         """Every fresh book goes stale (published once); the new session re-requests snapshots."""
         outs = []
-        for name, (bids, asks) in sorted(self._published.items()):
-            outs.append((messages.md_topic("book", self.venue, name), Book(
-                venue=self.venue, instrument=name, bids=bids, asks=asks, stale=True,
-                ts_event=ts_recv, ts_recv=ts_recv)))
+        for name, levels in sorted(self._published.items()):
+            self._went_stale(name, levels, ts_recv, outs, None)
         self._published.clear()
         self._awaiting.clear()
         self.books = FixBooks()
@@ -127,18 +118,24 @@ class FixMarketData:
         """Messages were skipped (GapFill/Reset over market data): any book may have missed an
         update, so each fresh one is published stale once and returned for a new snapshot."""
         outs, resync = [], []
-        for name, (bids, asks) in sorted(self._published.items()):
+        for name, levels in sorted(self._published.items()):
             self.books.stale.add(name)
             self.books.counters["book_stale"] += 1
-            outs.append((messages.md_topic("book", self.venue, name), Book(
-                venue=self.venue, instrument=name, bids=bids, asks=asks, stale=True,
-                ts_event=ts_recv, ts_recv=ts_recv)))
-            if name not in self._awaiting:
-                self._awaiting.add(name)
-                self.stats["resync_requested"] += 1
-                resync.append(name)
+            self._went_stale(name, levels, ts_recv, outs, resync)
         self._published.clear()
         return outs, resync
+
+    def _went_stale(self, name: str, levels, ts_recv: int, outs: list, resync: list | None) -> None:
+        """Publish the book once as stale (its last levels); ask once for a new snapshot
+        (``resync`` None: the next session asks for every book anyway)."""
+        bids, asks = levels
+        outs.append((messages.md_topic("book", self.venue, name), Book(
+            venue=self.venue, instrument=name, bids=bids, asks=asks, stale=True,
+            ts_event=ts_recv, ts_recv=ts_recv)))
+        if resync is not None and name not in self._awaiting:
+            self._awaiting.add(name)
+            self.stats["resync_requested"] += 1
+            resync.append(name)
 
     def _trades(self, m: simplefix.FixMessage, symbol: str, ts_recv: int) -> list:
         outs = []
