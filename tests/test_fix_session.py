@@ -153,6 +153,21 @@ def test_heartbeats_test_request_and_silence():
     assert sent(session)[-1].get(35) == b"5"
 
 
+def test_a_test_request_answer_after_another_message_still_counts():
+    """The counterparty's regular heartbeat can cross our TestRequest on the wire: the answer
+    that follows must still be matched (QuickFIX did this, now and then)."""
+    session, clock = logged_on()
+    clock.advance(0.5)
+    req_id = session.test_request()
+    sent(session)
+    clock.advance(0.1)
+    session.receive(counterparty(2, "0"))                 # a plain heartbeat first
+    session.tick()                                        # (liveness: it is alive)
+    session.receive(counterparty(3, "0", [(112, req_id)]))
+    assert session.counters["test_request_answered"] == 1
+    assert session.state == "active"
+
+
 def test_resend_request_is_answered_with_a_gap_fill():
     session, _ = logged_on()
     session.send(b"V", [(262, "r1")])

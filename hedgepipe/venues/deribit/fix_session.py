@@ -57,7 +57,8 @@ class FixSession:
         self._app: list[simplefix.FixMessage] = []
         self._queue: dict[int, simplefix.FixMessage | None] = {}  # None: consumed on arrival
         self._resend_until = 0      # last seq asked for by our outstanding ResendRequest
-        self._test_req: str | None = None
+        self._test_req: str | None = None  # the last TestReqID we sent, until answered
+        self._probing = False
         self._test_req_at = self._last_sent = self._last_recv = self._state_at = 0.0
 
     # -- driving ---------------------------------------------------------------------------
@@ -105,12 +106,14 @@ class FixSession:
         if now - self._last_sent >= hb:
             self._send(b"0", [])
         silent = now - self._last_recv
-        if self._test_req is not None and self._last_recv > self._test_req_at:
-            self._test_req = None  # the counterparty spoke since: it is alive
+        if self._probing and self._last_recv > self._test_req_at:
+            # The counterparty spoke since: it is alive. The TestRequest id is kept, so its
+            # answer is still recognised if it comes after some other message.
+            self._probing = False
         limit = hb * (1 + self.cfg.silence_margin)
-        if self._test_req is None and silent >= limit:
+        if not self._probing and silent >= limit:
             self.test_request()
-        elif self._test_req is not None and now - self._test_req_at >= limit:
+        elif self._probing and now - self._test_req_at >= limit:
             self._logout_and_close(f"no answer to TestRequest {self._test_req}", "silent_counterparty")
 
     def take_outgoing(self) -> bytes:
@@ -131,6 +134,7 @@ class FixSession:
     def test_request(self) -> str:
         self._test_req = f"TEST{self.store.next_sender}"
         self._test_req_at = self.clock.monotonic()
+        self._probing = True  # waiting to hear anything at all from the counterparty
         self._send(b"1", [(112, self._test_req)])
         return self._test_req
 
@@ -238,6 +242,7 @@ class FixSession:
             if self._test_req is not None and m.get(112) == self._test_req.encode():
                 self.counters["test_request_answered"] += 1
                 self._test_req = None
+                self._probing = False
         elif mtype == b"1":
             self._send(b"0", [(112, (m.get(112) or b"").decode())])
         elif mtype == b"2":
