@@ -114,38 +114,36 @@ def measure(lines: list[str], universe: dict, passes: int, runs: int) -> list[tu
                     decode(text)
 
         def decode_normalize():
-            published = 0
-            for _ in range(passes):
-                md = DeribitMarketData(instruments=universe)
-                on_notification = md.on_notification
-                for i, text in enumerate(frames):
-                    channel, data = subscription_parts(decode(text))
-                    outs, _resync = on_notification(channel, data, i)
-                    published += len(outs)
+            published = _normalize(frames, decode, universe, passes, publish=False)
             if published != n:  # every recorded notification publishes exactly one message
                 raise RuntimeError(f"published {published} messages for {n} notifications")
 
         rows.append((label, "decode", _best(runs, decode_only) / n))
         rows.append((label, "decode+normalize", _best(runs, decode_normalize) / n))
         if label == CHOSEN:
-            rows.append((label, "+publish", _best(runs, lambda: _publish(frames, decode, universe,
-                                                                        passes)) / n))
+            rows.append((label, "+publish", _best(runs, lambda: _normalize(
+                frames, decode, universe, passes, publish=True)) / n))
     return rows
 
 
-def _publish(frames, decode, universe, passes) -> None:
-    """decode -> normalize -> what the runtime does to publish: stamp, encode, frame."""
+def _normalize(frames, decode, universe, passes, publish: bool) -> int:
+    """decode -> normalize, and with ``publish`` what the runtime does next: stamp, encode,
+    frame. Returns how many messages were produced."""
     out_seq: dict[str, int] = {}
+    produced = 0
     for _ in range(passes):
         md = DeribitMarketData(instruments=universe)
         on_notification = md.on_notification
         for i, text in enumerate(frames):
             channel, data = subscription_parts(decode(text))
             outs, _resync = on_notification(channel, data, i)
-            for topic, msg in outs:
-                seq = out_seq[topic] = out_seq.get(topic, 0) + 1
-                msg.src, msg.seq = "feed-deribit", seq
-                encode_frame(topic.encode(), messages.encode(msg))
+            produced += len(outs)
+            if publish:
+                for topic, msg in outs:
+                    seq = out_seq[topic] = out_seq.get(topic, 0) + 1
+                    msg.src, msg.seq = "feed-deribit", seq
+                    encode_frame(topic.encode(), messages.encode(msg))
+    return produced
 
 
 def main(argv=None) -> int:

@@ -108,16 +108,19 @@ TargetCompID=HEDGEPIPE
                     return
             finally:
                 os.close(fd)
-            deadline = time.monotonic() + timeout
-            while True:
+            def connected():  # the acceptor's listen socket may not be up yet: retry
                 try:
                     result["sock"] = socket.create_connection(("127.0.0.1", PORT), timeout=1)
-                    return
+                    return True
                 except OSError as exc:
-                    if time.monotonic() > deadline or self.proc.poll() is not None:
-                        result["error"] = exc
-                        return
-                    time.sleep(0.02)  # polling for the acceptor's listen socket, not synchronising
+                    result["last_error"] = exc
+                    return self.proc.poll() is not None  # it died: stop waiting
+            try:
+                wait_until(connected, timeout=timeout, interval=0.02, what="QuickFIX's listen socket")
+            except AssertionError as exc:
+                result["error"] = f"{exc}: {result.get('last_error')}"
+            if "sock" not in result and "error" not in result:
+                result["error"] = f"executor exited: {result.get('last_error')}"
 
         thread = threading.Thread(target=join_and_connect)
         thread.start()
