@@ -57,6 +57,9 @@ class FeedDeribitConfig(DaemonConfig):
     stale_after_s: float = 5.0
     heartbeat_s: float = 10.0
     refresh_instruments_s: float = 3600.0
+    #: Publish every followed instrument again this often (0 = never), so a daemon that
+    #: started late (or restarted) learns the universe without waiting for a listing change.
+    republish_instruments_s: float = 60.0
     client_id: str = ""
     client_secret: str = ""
     #: ws: JSON-RPC over WebSocket (`url`); fix: Deribit's FIX 4.4 API (`fix_*` keys).
@@ -120,10 +123,21 @@ class FeedDeribitService(Service):
         return [self.session]
 
     def timers(self):
-        if self.fix:
-            return self.fix.timers()
-        return [Timer(1.0, self._watchdog, "watchdog"),
-                Timer(self.config.refresh_instruments_s, self._refresh, "instruments")]
+        timers = (self.fix.timers() if self.fix else
+                  [Timer(1.0, self._watchdog, "watchdog"),
+                   Timer(self.config.refresh_instruments_s, self._refresh, "instruments")])
+        if self.config.republish_instruments_s > 0:
+            timers.append(Timer(self.config.republish_instruments_s, self._republish, "republish"))
+        return timers
+
+    def _republish(self, _now_ns: int):
+        """Every followed instrument again, freshly stamped (the ZeroMQ guide's Clone pattern:
+        a periodic snapshot next to the updates, for subscribers that joined late)."""
+        instruments = (self.fix.md if self.fix else self.md).instruments
+        self._count("instruments_republished", len(instruments))
+        return [(md_topic("instrument", "deribit", name),
+                 msgspec.structs.replace(inst, ts_event=0, ts_recv=0))
+                for name, inst in sorted(instruments.items())]
 
     def on_source(self, source, event: Event):
         if self.fix:
