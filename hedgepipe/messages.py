@@ -125,18 +125,72 @@ class Heartbeat(Envelope):
     lag_max_us: float = 0.0
 
 
-#: Topic kind -> payload type. ``clean.*`` carries the same types as ``md.*``.
+# ---- clean.*: what etl-filter publishes (docs/etl-filter.md) ---------------------------------
+# Each clean type is its md type plus the audit stamps below (and, for books and tickers, the
+# derived fields), so code written for the md type (``isinstance(msg, Book)``) reads it as is.
+# The new fields have defaults: a payload of the md type still decodes on a clean.* topic.
+# ``src``/``seq`` are etl-filter's own (per-topic, for gap detection); ``ts_event``/``ts_recv``
+# are the md frame's, unchanged.
+
+
+class CleanInstrument(Instrument):
+    #: ``src`` and ``seq`` of the md frame this was made from (for audit).
+    up_src: str = ""
+    up_seq: int = 0
+    #: When etl-filter received the md frame, ns since the Unix epoch (its injected clock).
+    ts_clean: int = 0
+
+
+class CleanBook(Book):
+    up_src: str = ""
+    up_seq: int = 0
+    ts_clean: int = 0
+    #: (best bid + best ask) / 2; None when a side is empty or the book is stale.
+    mid: float | None = None
+    #: best ask - best bid, in price units.
+    spread: float | None = None
+    #: spread / mid * 10_000.
+    spread_bps: float | None = None
+    #: (bid * ask_amount + ask * bid_amount) / (bid_amount + ask_amount), from the best levels.
+    microprice: float | None = None
+
+
+class CleanTicker(Ticker):
+    up_src: str = ""
+    up_seq: int = 0
+    ts_clean: int = 0
+    mid: float | None = None
+    spread: float | None = None
+    spread_bps: float | None = None
+    microprice: float | None = None
+    #: (bid_iv + ask_iv) / 2 when both are present and positive.
+    mid_iv: float | None = None
+
+
+class CleanTrade(Trade):
+    up_src: str = ""
+    up_seq: int = 0
+    ts_clean: int = 0
+
+
+class CleanIndex(Index):
+    up_src: str = ""
+    up_seq: int = 0
+    ts_clean: int = 0
+
+
+#: Topic kind -> payload type.
 TOPIC_TYPES: dict[str, type[Envelope]] = {
     "md.instrument": Instrument,
     "md.book": Book,
     "md.ticker": Ticker,
     "md.trade": Trade,
     "md.index": Index,
-    "clean.instrument": Instrument,
-    "clean.book": Book,
-    "clean.ticker": Ticker,
-    "clean.trade": Trade,
-    "clean.index": Index,
+    "clean.instrument": CleanInstrument,
+    "clean.book": CleanBook,
+    "clean.ticker": CleanTicker,
+    "clean.trade": CleanTrade,
+    "clean.index": CleanIndex,
     "hb": Heartbeat,
 }
 

@@ -28,3 +28,65 @@ def raw_map(**fields) -> bytes:
 
 def valid_book_fields(seq: int = 1) -> dict:
     return msgspec.structs.asdict(book(seq))
+
+
+# ---- md.* builders for etl-filter tests ------------------------------------------------------
+# Times are ns; T0 is the stream's start. Each builder takes the envelope (src, seq, ts_*) as
+# keywords too, so a test can say exactly what the filter sees.
+
+T0 = 1_700_000_000_000_000_000
+MS = 1_000_000
+DAY = 86_400 * 1_000_000_000
+OPTION = "BTC-27DEC26-100000-C"
+FUTURE = "BTC-27DEC26"
+
+
+def md(kind: str, name: str, venue: str = "deribit") -> str:
+    return m.md_topic(kind, venue, name)
+
+
+def instrument(name: str = OPTION, seq: int = 1, **kw) -> m.Instrument:
+    """A Deribit instrument: an option when the name has a strike, else a future (USD ticks)."""
+    parts = name.split("-")
+    option = len(parts) == 4
+    fields = dict(venue="deribit", name=name, kind="option" if option else "future",
+                  base=parts[0], quote="USD", settle=parts[0],
+                  tick_size=0.0005 if option else 0.5, min_amount=0.1 if option else 10.0,
+                  contract_size=1.0 if option else 10.0, inverse=True,
+                  expiry_ns=T0 + 30 * DAY, strike=float(parts[2]) if option else None,
+                  option_type=("call" if parts[3] == "C" else "put") if option else None,
+                  src="feed-deribit", seq=seq, ts_event=T0, ts_recv=T0)
+    fields.update(kw)
+    return m.Instrument(**fields)
+
+
+def md_book(seq: int, bids, asks, name: str = OPTION, t: int = 0, **kw) -> m.Book:
+    """A book at T0 + t ns (ts_event = ts_recv - 1 ms)."""
+    fields = dict(venue="deribit", instrument=name, bids=bids, asks=asks, change_id=seq,
+                  src="feed-deribit", seq=seq, ts_event=T0 + t - MS, ts_recv=T0 + t)
+    fields.update(kw)
+    return m.Book(**fields)
+
+
+def md_ticker(seq: int, bid=0.05, ask=0.051, name: str = OPTION, t: int = 0, **kw) -> m.Ticker:
+    fields = dict(venue="deribit", instrument=name, bid=bid, bid_amount=10.0, ask=ask,
+                  ask_amount=5.0, mark_price=0.0505, mark_iv=60.0, bid_iv=59.0, ask_iv=61.0,
+                  underlying_price=65000.0, index_price=64990.0, delta=0.5,
+                  src="feed-deribit", seq=seq, ts_event=T0 + t - MS, ts_recv=T0 + t)
+    fields.update(kw)
+    return m.Ticker(**fields)
+
+
+def md_trade(seq: int, price: float = 0.05, name: str = OPTION, t: int = 0, **kw) -> m.Trade:
+    fields = dict(venue="deribit", instrument=name, trade_id=f"T{seq}", price=price, amount=1.0,
+                  side="buy", src="feed-deribit", seq=seq, ts_event=T0 + t - MS, ts_recv=T0 + t)
+    fields.update(kw)
+    return m.Trade(**fields)
+
+
+def md_index(seq: int, price: float, source: str = "deribit", name: str = "btc_usd", t: int = 0,
+             **kw) -> m.Index:
+    fields = dict(venue=source, name=name, price=price, src="feed-index", seq=seq,
+                  ts_event=T0 + t - MS, ts_recv=T0 + t)
+    fields.update(kw)
+    return m.Index(**fields)
