@@ -12,6 +12,7 @@ EX_USAGE = 64
 EX_DATAERR = 65
 EX_UNAVAILABLE = 69
 EX_SOFTWARE = 70
+EX_CANTCREAT = 73
 EX_CONFIG = 78
 
 
@@ -35,6 +36,12 @@ class UpstreamError(HedgepipeError):
     """A service the command needs is not there (supervisord not running, ...)."""
 
     exit_code = EX_UNAVAILABLE
+
+
+class StorageError(HedgepipeError):
+    """A directory or file the process must write cannot be created (journal directory)."""
+
+    exit_code = EX_CANTCREAT
 
 
 def exit_code_for(exc: BaseException) -> int:

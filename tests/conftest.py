@@ -55,3 +55,36 @@ def short_tmp(tmp_path_factory):
     path = Path(tempfile.mkdtemp(prefix="hp", dir="/tmp"))
     yield path
     shutil.rmtree(path, ignore_errors=True)
+
+
+@pytest.fixture(scope="session")
+def redis_server_url():
+    """One Redis server for the session: ``REDIS_URL``'s when set (a server for tests: each
+    test flushes its database), else an embedded redis-server of our own on a unix socket."""
+    import shutil
+    import tempfile
+
+    from hedgepipe.store.embedded import EmbeddedRedis
+    if os.environ.get("REDIS_URL"):
+        yield os.environ["REDIS_URL"]
+        return
+    path = Path(tempfile.mkdtemp(prefix="hpredis", dir="/tmp"))
+    server = EmbeddedRedis(path, save="")
+    server.start()
+    try:
+        yield server.url
+    finally:
+        server.stop()
+        shutil.rmtree(path, ignore_errors=True)
+
+
+@pytest.fixture
+def redis_url(redis_server_url):
+    """A real Redis whose database was just flushed: the URL (clients: redis.Redis.from_url)."""
+    import redis
+    client = redis.Redis.from_url(redis_server_url)
+    try:
+        client.flushdb()
+    finally:
+        client.close()
+    return redis_server_url
