@@ -277,3 +277,10 @@ def report_config(control: Control, verbose: bool = False) -> int:
 
 
 main = cli
+
+# Subcommands kept in their own modules (imported last: they import nothing from here).
+from .replay import replay  # noqa: E402
+from .stats import stats  # noqa: E402
+
+cli.add_command(replay)
+cli.add_command(stats)
