@@ -61,6 +61,8 @@ bench: install
 	$(BIN)/python -m bench
 	$(BIN)/python -m bench.feed_decode
 	$(BIN)/python -m bench.feed_memory
+	$(BIN)/python -m bench.etl_filter
+	$(BIN)/python -m bench.store_writer
 
 clean:
 	rm -rf $(VENV) var build *.egg-info
