@@ -24,6 +24,7 @@ ASKS = [(0.051, 5.0), (0.0515, 2.0)]
 
 
 def service(**config) -> EtlFilterService:
+    config.setdefault("prime_from_redis", False)  # pure handler tests: no Redis (see the priming tests)
     return EtlFilterService(EtlFilterConfig(**config), FakeClock(T0 + 7 * S))
 
 
@@ -217,6 +218,29 @@ def test_prime_instruments_knows_them_before_their_frames_and_publishes_nothing(
     assert [t for t, _ in outs] == ["clean.book.deribit." + OPTION]
     assert svc.stats["instruments_primed"] == 1
     assert rejected(svc) == {"rejected_bad_value": 1, "rejected_unknown_instrument": 1}
+
+
+def test_on_start_primes_the_instruments_store_writer_keeps_in_redis(redis_url):
+    import redis
+    client = redis.Redis.from_url(redis_url)
+    retired = instrument("BTC-27DEC26-90000-C", active=False, src="feed-deribit", seq=2)
+    client.hset("hp:last:md.instrument", mapping={
+        md("instrument", OPTION): m.encode(instrument(src="feed-deribit", seq=1)),
+        md("instrument", retired.name): m.encode(retired)})
+    client.close()
+    svc = service(prime_from_redis=True, redis_url=redis_url)
+    outs = run(svc, [book_frame(1), book_frame(1, name=retired.name)])
+    assert [t for t, _ in outs] == ["clean.book.deribit." + OPTION]  # nothing published for priming
+    assert svc.stats["instruments_primed"] == 1                       # the retired one is not taken
+    assert rejected(svc) == {"rejected_unknown_instrument": 1}
+
+
+def test_on_start_without_a_reachable_redis_counts_it_and_learns_from_the_stream(short_tmp, monkeypatch):
+    monkeypatch.delenv("REDIS_URL", raising=False)  # it would win over the configured URL
+    svc = service(prime_from_redis=True, redis_url=f"unix://{short_tmp}/no-such.sock")
+    outs = run(svc, [*announced(), book_frame(1)])
+    assert svc.stats["prime_unavailable"] == 1 and svc.stats["instruments_primed"] == 0
+    assert len(of_kind(outs, "book")) == 1
 
 
 def test_an_index_of_another_currency_is_outside_the_universe():

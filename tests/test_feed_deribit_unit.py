@@ -59,15 +59,20 @@ def test_a_venue_error_answer_is_counted_and_forgotten():
 
 
 def test_followed_instruments_are_republished_freshly_stamped_for_late_subscribers():
-    svc = FeedDeribitService(FeedDeribitConfig(kinds=["future"]), FakeClock(NOW_MS * 1_000_000))
+    clock = FakeClock(NOW_MS * 1_000_000)
+    svc = FeedDeribitService(FeedDeribitConfig(kinds=["future"], republish_instruments_s=60), clock)
+    assert [t.period_s for t in svc.timers() if t.name == "republish"] == [5.0]
+    assert svc._republish(0) == []                           # nothing listed yet
     a, b = future("BTC-29DEC23", NOW_MS + 40 * 86_400_000), future("BTC-29MAR24", NOW_MS + 130 * 86_400_000)
     first = listing(svc, [a, b])
     first[0][1].ts_recv = first[0][1].ts_event = 123  # as the runtime stamps what it published
-    assert "republish" in [t.name for t in svc.timers()]
-    again = svc._republish(0)
+    again = svc._republish(0)                                # the first one: at the next check
     assert [t for t, _ in again] == [t for t, _ in first]
     assert all(m.ts_recv == 0 and m.ts_event == 0 and m.active for _, m in again)  # stamped anew
     assert svc.stats["instruments_republished"] == 2
+    clock.advance(59.0)
+    assert svc._republish(0) == []                           # then once per period
+    clock.advance(1.0)
     listing(svc, [b])                                        # retired: no longer republished
     assert [t for t, _ in svc._republish(0)] == ["md.instrument.deribit.BTC-29MAR24"]
     off = FeedDeribitService(FeedDeribitConfig(republish_instruments_s=0), FakeClock(0))

@@ -23,8 +23,9 @@ from pathlib import Path
 import pytest
 
 from hedgepipe.config import known_daemons
-from hedgepipe.errors import EX_CONFIG, EX_UNAVAILABLE
+from hedgepipe.errors import EX_CONFIG, EX_UNAVAILABLE, UpstreamError
 from hedgepipe.messages import Heartbeat
+from hedgepipe.state import load_state, resolve_url
 from hedgepipe.tools import pipeline_status as ps
 from hedgepipe.tools.supervisord_client import Supervisor, pid_alive, read_supervisor_conf
 
@@ -125,6 +126,7 @@ def test_up_status_restart_down_with_real_supervisord(root):
     assert hb["pid"] == relay["pid"]
     assert {"in_msgs", "out_msgs", "drops", "gaps", "decode_errors"} <= hb["counters"].keys()
     assert hb["counters"]["out_msgs"] >= 1 and relay["errors"] == 0
+    check_the_market_is_stored(root)
 
     sup = Supervisor(root.socket)
     supervisord_pid = sup.pid()
@@ -145,11 +147,41 @@ def test_up_status_restart_down_with_real_supervisord(root):
     assert not pid_alive(supervisord_pid)
     assert not pid_alive(new_pid)
     assert not os.path.exists(root.socket)
+    # store-writer closed its journal on SIGTERM: every file gzipped, none left open
+    journal = sorted(p.name for p in (root.path / "var" / "journal").rglob("*.hpj*"))
+    assert journal and all(name.endswith(".hpj.gz") for name in journal), journal
 
     again = root.hedgepipe("down")
     assert again.returncode == 0 and "not running" in again.stderr
     status = root.hedgepipe("status")
     assert status.returncode == EX_UNAVAILABLE and "not running" in status.stderr
+
+
+def check_the_market_is_stored(root: Root) -> None:
+    """`make run`'s promise: the simulator's market, filtered, in Redis and in today's journal,
+    which `hedgepipe stats` (no FILE: today's journal of the config) reads."""
+    url = resolve_url(str(root.path / "var" / "run"))[0]
+
+    def stored():
+        try:
+            state = load_state(["clean.instrument", "clean.book", "clean.ticker", "md.index"], url=url)
+        except UpstreamError:  # the embedded server is not up yet
+            return None
+        kinds = {topic.split(".")[1] for topic in state}
+        return state if kinds == {"instrument", "book", "ticker", "index"} else None
+
+    state = wait_until(stored, timeout=60, interval=0.2, what="the filtered market in Redis")
+    books = [msg for topic, msg in state.items() if topic.startswith("clean.book.")]
+    assert any(b.mid is not None and b.spread_bps is not None for b in books)
+
+    def journaled():
+        done = root.hedgepipe("stats", "--json")
+        assert done.returncode == 0, done.stderr
+        doc = json.loads(done.stdout)
+        return doc if doc["records"] > 0 and doc["instruments"] and doc["indexes"] else None
+
+    doc = wait_until(journaled, timeout=30, interval=0.5, what="hedgepipe stats to read today's journal")
+    assert all("/journal/" in f["path"] for f in doc["files"])
 
 
 def test_up_refuses_a_socket_path_over_the_unix_limit(tmp_path):

@@ -17,7 +17,7 @@ import msgspec
 from ..cli import daemon_command
 from ..clock import SystemClock
 from ..config import DaemonConfig
-from ..errors import ConfigError
+from ..errors import ConfigError, HedgepipeError
 from ..etl.clean import (clean_book, clean_index, clean_instrument, clean_ticker, clean_trade,
                          stale_book)
 from ..etl.dedup import DUPLICATE, RESET
@@ -29,6 +29,7 @@ from ..etl.universe import NEVER, InstrumentState, Universe, definition_problem
 from ..logs import OncePerKind
 from ..messages import Instrument
 from ..runtime import Service
+from ..state import load_state
 from ..venues.deribit.marketdata import tick_for
 
 log = logging.getLogger("hedgepipe.etl-filter")
@@ -78,6 +79,11 @@ class EtlFilterConfig(DaemonConfig):
     trade_id_memory: AtLeastOne = 4096
     #: Topics (and instruments) with state kept; beyond it the oldest is forgotten.
     max_topics: AtLeastOne = 200_000
+    #: On start, learn the instruments store-writer holds in Redis (a restart does not wait
+    #: for the feed's next republish). Redis: REDIS_URL, else this, else store-writer's
+    #: embedded server under run_dir (hedgepipe.state).
+    prime_from_redis: bool = True
+    redis_url: str = ""
 
 
 STAT_NAMES = (
@@ -86,7 +92,8 @@ STAT_NAMES = (
     "rejected_off_tick", "rejected_stale", "rejected_spike", "rejected_duplicate",
     "rejected_unknown_instrument", "rejected_topic_mismatch", "stale_passed", "stale_marked",
     "moneyness_unknown", "spike_confirmed", "spike_cross_source", "upstream_resets",
-    "watermark_resets", "ignored_topics", "instruments_primed", "topics_evicted")
+    "watermark_resets", "ignored_topics", "instruments_primed", "prime_unavailable",
+    "topics_evicted")
 #: A ts_recv this far behind the watermark is a clock that jumped back, not old data.
 WATERMARK_RESET_NS = 60 * 1_000_000_000
 
@@ -126,6 +133,21 @@ class EtlFilterService(Service):
                           "index": self._index, "instrument": self._instrument}
 
     # ---- entry points ---------------------------------------------------------------------
+
+    def on_start(self):
+        if not self.config.prime_from_redis:
+            return ()
+        try:
+            state = load_state(["md.instrument"], run_dir=self.run_dir, url=self.config.redis_url,
+                               timeout_s=1.0)
+        except HedgepipeError as exc:  # no store yet (first start): the stream teaches us
+            self.stats["prime_unavailable"] += 1
+            log.info("no stored instruments; learning them from the stream", extra={"reason": str(exc)})
+            return ()
+        taken = self.prime_instruments([msg for msg in state.values()
+                                        if isinstance(msg, Instrument) and msg.active])
+        log.info("instruments primed from Redis", extra={"instruments": taken})
+        return ()
 
     def prime_instruments(self, instruments: list[Instrument]) -> int:
         """Know these instruments before their md.instrument frames come (a late start: the

@@ -35,6 +35,11 @@ def _list(*items: str):
     return msgspec.field(default_factory=lambda: list(items))
 
 
+#: How often the instrument snapshot timer looks whether a snapshot is due (the first one
+#: goes at most this long after the first listing).
+REPUBLISH_CHECK_S = 5.0
+
+
 class FeedDeribitConfig(DaemonConfig):
     #: JSON-RPC endpoint. The default is the local simulator (`deribit-sim`).
     url: str = "ws://127.0.0.1:8765/ws/api/v2"
@@ -107,6 +112,7 @@ class FeedDeribitService(Service):
         self._subscribed: set[str] = set()
         self._followed: dict[str, set[str]] = {}  # currency -> instruments followed
         self._last_data = clock.monotonic()
+        self._next_republish = 0.0  # monotonic time the next instrument snapshot is due
         if config.transport == "fix" and config.strike_band:
             # The FIX path has no index price, so a band would drop every option, silently.
             raise ConfigError("[feed-deribit] strike_band needs the index price, which the FIX "
@@ -127,13 +133,22 @@ class FeedDeribitService(Service):
                   [Timer(1.0, self._watchdog, "watchdog"),
                    Timer(self.config.refresh_instruments_s, self._refresh, "instruments")])
         if self.config.republish_instruments_s > 0:
-            timers.append(Timer(self.config.republish_instruments_s, self._republish, "republish"))
+            period = min(REPUBLISH_CHECK_S, self.config.republish_instruments_s)
+            timers.append(Timer(period, self._republish, "republish"))
         return timers
 
     def _republish(self, _now_ns: int):
         """Every followed instrument again, freshly stamped (the ZeroMQ guide's Clone pattern:
-        a periodic snapshot next to the updates, for subscribers that joined late)."""
+        a periodic snapshot next to the updates, for subscribers that joined late).
+
+        The first one goes a few seconds after the first listing, not a whole period later:
+        daemons started beside the feed (supervisord starts them together) may have connected
+        just after the listing went out."""
         instruments = (self.fix.md if self.fix else self.md).instruments
+        now = self.clock.monotonic()
+        if not instruments or now < self._next_republish:
+            return []
+        self._next_republish = now + self.config.republish_instruments_s
         self._count("instruments_republished", len(instruments))
         return [(md_topic("instrument", "deribit", name),
                  msgspec.structs.replace(inst, ts_event=0, ts_recv=0))

@@ -8,11 +8,15 @@ prints. docs/replay-and-stats.md defines every figure.
 from __future__ import annotations
 
 import json
+import os
 
 import click
 
 from ..cli import guarded
-from .journal_input import RecordFilter, filter_options, merged_records, resolve_journals, span_text
+from ..clock import SystemClock
+from ..config import load_settings
+from ..journal import utc_day
+from .journal_input import NoJournalError, RecordFilter, filter_options, merged_records, resolve_journals, span_text
 from .journal_stats import EXACT_VALUES, MIN_RETURNS, SKETCH_RELATIVE_ERROR, VOL_WINDOWS, StatsCollector
 
 
@@ -125,12 +129,26 @@ def render_table(doc: dict) -> str:
     return "\n".join(out)
 
 
+def todays_journal(config_path: str | None, clock=SystemClock()) -> str:
+    """Today's (UTC) journal folder of the configured store-writer."""
+    from ..daemons.store_writer import StoreWriterConfig, StoreWriterService
+
+    settings = load_settings(StoreWriterService.name, StoreWriterConfig, config_path=config_path)
+    root = settings.daemon.journal_dir.replace("{run_dir}", settings.runtime.run_dir)
+    today = os.path.join(os.path.normpath(root), utc_day(clock.time_ns()))
+    if not os.path.isdir(today):
+        raise NoJournalError(f"no journal for today at {today}: is store-writer running "
+                        "(`hedgepipe status`)? Name files or directories to read others.")
+    return today
+
+
 @click.command(context_settings={"show_default": True})
-@click.argument("paths", nargs=-1, required=True, type=click.Path(exists=True), metavar="FILE...")
+@click.argument("paths", nargs=-1, type=click.Path(exists=True), metavar="[FILE...]")
 @click.option("--json", "as_json", is_flag=True, help="Print one JSON document instead of tables.")
 @filter_options
 def stats(paths, as_json, record_filter):
-    """What journal files (or every journal under directories) hold.
+    """What journal files (or every journal under directories) hold; with no FILE, today's
+    (UTC) journal of the configured store-writer ([store-writer] journal_dir).
 
     Per instrument: counts by kind, first/last time, largest time gap, sequence gaps, spread
     mean/median/p95 from books and tickers. Per index: count, first/last price, realized
@@ -138,11 +156,13 @@ def stats(paths, as_json, record_filter):
     PROBLEMS; frames that do not decode are counted. A file that is not a journal: exit 65.
     See docs/replay-and-stats.md.
     """
-    _run(list(paths), as_json, record_filter)
+    from .ctl import Control  # (ctl registers this command: imported here, not at the top)
+    control = click.get_current_context().find_object(Control)
+    _run(control.config_path if control else None, list(paths), as_json, record_filter)
 
 
 @guarded
-def _run(paths: list[str], as_json: bool, record_filter: RecordFilter) -> int:
-    doc = collect(paths, record_filter)
+def _run(config_path: str | None, paths: list[str], as_json: bool, record_filter: RecordFilter) -> int:
+    doc = collect(paths or [todays_journal(config_path)], record_filter)
     click.echo(json.dumps(doc, indent=1) if as_json else render_table(doc))
     return 0
