@@ -128,12 +128,15 @@ class JournalStats:
     unwritten_bytes: int = 0
     #: Gauge: bytes waiting to be written.
     pending_bytes: int = 0
+    #: Day folders deleted by retention (``retain_days``).
+    days_pruned: int = 0
 
     def as_dict(self) -> dict[str, int]:
         return {f"journal_{k}": v for k, v in self.__dict__.items()}
 
 
 _LOCK_NAME = ".lock"
+_DAY_NAME = re.compile(r"^\d{4}-\d{2}-\d{2}$")
 
 
 @dataclass
@@ -159,6 +162,9 @@ class JournalWriter:
     compress_level: int = 6
     buffer_bytes: int = 1 << 20
     max_pending_bytes: int = 256 * 1024 * 1024
+    #: Keep this many UTC days (today included); older day folders are deleted when a day's
+    #: first file is opened. 0 keeps everything.
+    retain_days: int = 0
     on_error: Callable[[str, str], None] = lambda kind, detail: None
     stats: JournalStats = field(default_factory=JournalStats)
 
@@ -178,6 +184,7 @@ class JournalWriter:
         self._families: dict[bytes, str] = {}  # topic -> family, cached
         self._last_ts = 0
         self._last_fsync = 0.0
+        self._pruned_for_day = -1  # the day index retention was last applied for
         self._lock_fd = -1
         self._closed = False
         self._compress_q: queue.Queue = queue.Queue()
@@ -312,6 +319,9 @@ class JournalWriter:
                 + sum(len(f.pending) for f in self._closing))
 
     def _rotate(self, family: str, day_index: int) -> _OpenFile:
+        if self.retain_days and day_index > self._pruned_for_day:
+            self._pruned_for_day = day_index
+            self.prune(day_index)
         old = self._files.pop(family, None)
         if old is not None and not self._finish(old):
             self._closing.append(old)
@@ -320,6 +330,22 @@ class JournalWriter:
         if self._create(f, family) and not self._failing:
             self._write_out(f)  # the header at once: a new file is a valid (empty) journal
         return f
+
+    def prune(self, today_index: int) -> list[str]:
+        """Delete day folders older than ``retain_days`` (today included); returns their names.
+
+        Only folders named as this writer names them (YYYY-MM-DD) are touched."""
+        keep_from = utc_day((today_index - self.retain_days + 1) * _DAY_NS)
+        removed = []
+        for folder in sorted(_glob(self.root, "*")):
+            if folder.is_dir() and _DAY_NAME.match(folder.name) and folder.name < keep_from:
+                try:
+                    shutil.rmtree(folder)
+                    removed.append(folder.name)
+                    self.stats.days_pruned += 1
+                except OSError as exc:
+                    self.on_error("prune_error", f"{folder}: {exc}")
+        return removed
 
     def _next_path(self, family: str, day_index: int) -> Path:
         folder = self.root / utc_day(day_index * _DAY_NS)

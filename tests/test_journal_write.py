@@ -89,6 +89,32 @@ def test_the_utc_day_change_closes_and_compresses_the_day_and_starts_a_new_file(
     assert [r[2] for r in read_journal(tmp_path / "2023-11-15/md.0001.hpj.gz")] == [b"after"]
 
 
+def test_retention_deletes_day_folders_older_than_retain_days_when_a_day_begins(tmp_path):
+    for day in ("2023-11-10", "2023-11-12", "2023-11-13"):
+        (tmp_path / day).mkdir()
+        (tmp_path / day / "md.0001.hpj.gz").write_bytes(b"")
+    (tmp_path / "notes").mkdir()                 # not a day folder: never touched
+    w = JournalWriter(tmp_path, retain_days=2)
+    w.open()
+    w.append(b"md.index.x", b"a", T0)            # 2023-11-14: keep the 13th and the 14th
+    assert sorted(p.name for p in tmp_path.iterdir() if p.is_dir()) == ["2023-11-13", "2023-11-14", "notes"]
+    w.append(b"hb.x", b"b", T0 + 1)              # the same day again: nothing more to do
+    w.append(b"md.index.x", b"c", T0 + DAY)      # 2023-11-15 begins: the 13th goes
+    assert sorted(p.name for p in tmp_path.iterdir() if p.is_dir()) == ["2023-11-14", "2023-11-15", "notes"]
+    assert w.stats.days_pruned == 3
+    w.close()
+    assert sorted(r[2] for r in records_in(tmp_path)) == [b"a", b"b", b"c"]
+
+
+def test_retain_days_0_keeps_everything(tmp_path):
+    (tmp_path / "2000-01-01").mkdir()
+    w = JournalWriter(tmp_path)
+    w.open()
+    w.append(b"md.index.x", b"a", T0)
+    w.close()
+    assert (tmp_path / "2000-01-01").is_dir() and w.stats.days_pruned == 0
+
+
 def test_closed_files_are_gzip_and_the_open_one_is_plain_and_readable_while_written(tmp_path):
     w = JournalWriter(tmp_path, compress_level=1)
     w.open()

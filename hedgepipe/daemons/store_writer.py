@@ -70,6 +70,9 @@ class StoreWriterConfig(DaemonConfig):
     #: A journal file is closed (and compressed) past this size, and a new part started.
     rotate_mb: Annotated[float, msgspec.Meta(ge=0.01)] = 256.0
     compress_level: Annotated[int, msgspec.Meta(ge=0, le=9)] = 6
+    #: UTC days of journal kept, today included; older day folders are deleted when a new
+    #: day begins (and at start). 0 = keep everything.
+    retain_days: Annotated[int, msgspec.Meta(ge=0)] = 0
     #: Journal bytes held in memory while the disk refuses writes; beyond, records are dropped
     #: (counted in journal_dropped).
     journal_pending_mb: Annotated[float, msgspec.Meta(ge=1)] = 256.0
@@ -118,7 +121,7 @@ class StoreWriterService(Service):
             self.journal = JournalWriter(
                 journal_dir, fsync=cfg.fsync, fsync_interval_s=cfg.fsync_interval_s,
                 rotate_bytes=int(cfg.rotate_mb * 2**20), compress_level=cfg.compress_level,
-                max_pending_bytes=int(cfg.journal_pending_mb * 2**20),
+                max_pending_bytes=int(cfg.journal_pending_mb * 2**20), retain_days=cfg.retain_days,
                 on_error=lambda kind, detail: self.once(f"journal_{kind}", detail, level=logging.ERROR))
             self.journal.open()
         except JournalError as exc:
