@@ -3,6 +3,17 @@
 from __future__ import annotations
 
 import time
+from datetime import datetime, timedelta, timezone
+
+_EPOCH = datetime(1970, 1, 1, tzinfo=timezone.utc)
+
+
+def iso_to_ns(text: str) -> int:
+    """ns since the epoch of an ISO 8601 time, UTC unless it names a zone. Raises ValueError."""
+    when = datetime.fromisoformat(text.strip())
+    if when.tzinfo is None:
+        when = when.replace(tzinfo=timezone.utc)
+    return (when - _EPOCH) // timedelta(microseconds=1) * 1000
 
 
 class SystemClock:

@@ -227,13 +227,21 @@ class EtlFilterService(Service):
         self.stats["clean_books"] += 1
         return ((st.out, clean_book(msg, fields, self.clock.time_ns())),)
 
-    def _ticker(self, st: TopicState, msg):
-        ist = st.inst or self.registry.link(st)
+    def _instrument_data_problem(self, st: TopicState, ist, msg):
+        """Why a ticker or trade is refused before its own values are looked at (universe,
+        unknown instrument, topic mismatch, stale), as ``(rule, detail)``; None to go on."""
         why = self._data_problem(st, ist, msg.venue, msg.instrument)
         if why is not None:
-            return self._reject(st, msg, *why)
+            return why
         if self.max_age_ns and self.watermark - msg.ts_event > self.max_age_ns:
-            return self._reject(st, msg, "stale", self._age(msg))
+            return "stale", self._age(msg)
+        return None
+
+    def _ticker(self, st: TopicState, msg):
+        ist = st.inst or self.registry.link(st)
+        why = self._instrument_data_problem(st, ist, msg)
+        if why is not None:
+            return self._reject(st, msg, *why)
         problem = ticker_problem(msg, ist.tick, ist.steps, self.tolerance)
         if problem is not None:
             return self._reject(st, msg, *problem)
@@ -251,11 +259,9 @@ class EtlFilterService(Service):
 
     def _trade(self, st: TopicState, msg):
         ist = st.inst or self.registry.link(st)
-        why = self._data_problem(st, ist, msg.venue, msg.instrument)
+        why = self._instrument_data_problem(st, ist, msg)
         if why is not None:
             return self._reject(st, msg, *why)
-        if self.max_age_ns and self.watermark - msg.ts_event > self.max_age_ns:
-            return self._reject(st, msg, "stale", self._age(msg))
         problem = trade_problem(msg, ist.tick, ist.steps, self.tolerance)
         if problem is not None:
             return self._reject(st, msg, *problem)

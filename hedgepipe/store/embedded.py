@@ -23,6 +23,7 @@ from pathlib import Path
 
 import redis
 
+from ..procs import pid_alive
 from ..errors import ConfigError, UpstreamError
 
 log = logging.getLogger("hedgepipe.store.embedded")
@@ -66,16 +67,6 @@ def _ping(path: str, timeout_s: float = 0.5) -> bool:
         return True
     finally:
         client.close()
-
-
-def _pid_alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
 
 
 def _is_redis_server(pid: int, socket: str) -> bool:
@@ -177,7 +168,7 @@ class EmbeddedRedis:
                 log.warning("SHUTDOWN refused; sending SIGTERM", extra={"error": str(exc)})
             finally:
                 client.close()
-        if pid and _pid_alive(pid) and _is_redis_server(pid, self.socket):
+        if pid and pid_alive(pid) and _is_redis_server(pid, self.socket):
             if not self._wait_gone(pid, self.stop_timeout_s / 2):
                 os.kill(pid, signal.SIGTERM)
                 if not self._wait_gone(pid, self.stop_timeout_s / 2):
@@ -197,7 +188,7 @@ class EmbeddedRedis:
 
     def _wait_gone(self, pid: int, timeout_s: float) -> bool:
         deadline = time.monotonic() + timeout_s
-        while _pid_alive(pid) and _is_redis_server(pid, self.socket):
+        while pid_alive(pid) and _is_redis_server(pid, self.socket):
             if time.monotonic() > deadline:
                 return False
             time.sleep(0.01)

@@ -13,13 +13,14 @@ import functools
 import heapq
 import re
 from dataclasses import dataclass
-from datetime import datetime, timedelta, timezone
+from datetime import datetime, timezone
 from decimal import Decimal, InvalidOperation
 from pathlib import Path
 from typing import Callable, Iterator
 
 import click
 
+from ..clock import iso_to_ns
 from ..errors import EX_DATAERR, HedgepipeError
 from ..journal import JournalError, NotAJournal, Problem, Record, check_journal, journal_files, read_journal
 
@@ -44,7 +45,6 @@ class NoJournalError(HedgepipeError):
 
 # ---- --from / --to ----------------------------------------------------------------------------
 
-_EPOCH = datetime(1970, 1, 1, tzinfo=timezone.utc)
 _NUMBER = re.compile(r"[0-9]+(\.[0-9]+)?")
 
 
@@ -57,13 +57,10 @@ def parse_time(text: str) -> int:
         except InvalidOperation:
             pass
     try:
-        when = datetime.fromisoformat(text)
+        return iso_to_ns(text)
     except ValueError:
         raise ValueError(f"{text!r}: want an ISO 8601 time (2026-11-23T05:00:00Z, UTC when no "
                          f"zone is given) or seconds since the epoch (1795410000.5)") from None
-    if when.tzinfo is None:
-        when = when.replace(tzinfo=timezone.utc)
-    return (when - _EPOCH) // timedelta(microseconds=1) * 1000
 
 
 class TimeType(click.ParamType):

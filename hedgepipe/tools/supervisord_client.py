@@ -20,6 +20,7 @@ from typing import Callable
 
 from supervisor.xmlrpc import SupervisorTransport
 
+from ..procs import pid_alive  # noqa: F401  (re-exported: ctl and tests import it from here)
 from ..errors import ConfigError, UpstreamError
 
 #: Linux limit on a unix socket path (sun_path is 108 bytes with the NUL).
@@ -115,21 +116,6 @@ def start_supervisord(conf: SupervisorConf) -> None:
         message = err.read().decode(errors="replace").strip()
     if proc.returncode != 0:
         raise UpstreamError(f"supervisord -c {conf.path} failed (exit {proc.returncode}): {message}")
-
-
-def pid_alive(pid: int) -> bool:
-    """True while ``pid`` runs; a zombie (exited, not yet reaped by its parent) counts as gone."""
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    try:
-        with open(f"/proc/{pid}/stat") as fh:
-            return fh.read().rpartition(")")[2].split()[0] != "Z"
-    except (FileNotFoundError, IndexError):
-        return False
 
 
 def wait_until(predicate: Callable[[], object], timeout_s: float, interval_s: float = 0.1):

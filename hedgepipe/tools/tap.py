@@ -16,7 +16,6 @@ import random
 import re
 import sys
 import time
-from datetime import datetime, timedelta, timezone
 
 import click
 import msgspec
@@ -25,6 +24,7 @@ import zmq
 from .. import messages
 from ..bus import open_inputs
 from ..cli import common_options, guarded
+from ..clock import iso_to_ns
 from ..config import load_settings
 from ..eventloop import InputLoop
 from ..seqtrack import WENT_BACK, SeqTracker
@@ -37,7 +37,6 @@ log = logging.getLogger("hedgepipe.tap")
 
 _AGE = re.compile(r"(\d+(?:\.\d+)?)(ms|s|m|h|d)")
 _AGE_NS = {"ms": 10**6, "s": 10**9, "m": 60 * 10**9, "h": 3600 * 10**9, "d": 86400 * 10**9}
-_EPOCH = datetime(1970, 1, 1, tzinfo=timezone.utc)
 
 
 def parse_since(text: str, now_ns: int) -> int:
@@ -46,13 +45,10 @@ def parse_since(text: str, now_ns: int) -> int:
     if age:
         return now_ns - int(float(age[1]) * _AGE_NS[age[2]])
     try:
-        when = datetime.fromisoformat(text.strip())
+        return iso_to_ns(text)
     except ValueError:
         raise ValueError(f"{text!r}: want an ISO-8601 time (2026-11-23T05:00:00Z) "
                          f"or an age such as 30s, 5m, 2h, 1d") from None
-    if when.tzinfo is None:
-        when = when.replace(tzinfo=timezone.utc)
-    return (when - _EPOCH) // timedelta(microseconds=1) * 1000
 
 
 class SinceType(click.ParamType):
