@@ -38,20 +38,27 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable, Iterator, NamedTuple
 
+from .errors import EX_DATAERR, EX_NOINPUT, HedgepipeError
+
 MAGIC = b"HPJRNL1\n"
 MARK = b"\xf1J"
 _HEAD = struct.Struct("<2sIIqH")
 _CRC_FROM = 10  # the crc covers the head from ts on
 #: A record larger than this is taken as corruption (frames are capped far below it).
 MAX_RECORD_BYTES = 64 * 1024 * 1024
+#: The record header holds the topic length in 16 bits (bus topics are capped at 256 bytes).
+MAX_TOPIC_BYTES = 65_535
 OPEN_SUFFIX = ".hpj"
 CLOSED_SUFFIX = ".hpj.gz"
 _FAMILY_OK = re.compile(rb"^[a-z0-9_-]{1,32}$")
 FSYNC_POLICIES = ("always", "interval", "never")
 
 
-class JournalError(Exception):
-    """A journal cannot be written or is not a journal."""
+class JournalError(HedgepipeError):
+    """A journal cannot be written, read, or is not one. A command that lets one escape exits
+    66 (no input: a file that cannot be opened or vanished); NotAJournal exits 65."""
+
+    exit_code = EX_NOINPUT
 
 
 class Record(NamedTuple):
@@ -88,6 +95,11 @@ def encode_record(ts_ns: int, topic: bytes, payload: bytes) -> bytes:
 
 
 _DAY_NS = 86_400 * 10**9
+
+
+def iso_day_index(day: str) -> int:
+    """``2023-11-14`` -> days since the epoch."""
+    return int(dt.datetime.strptime(day, "%Y-%m-%d").replace(tzinfo=dt.timezone.utc).timestamp()) // 86_400
 
 
 def utc_day(ts_ns: int) -> str:
@@ -130,6 +142,10 @@ class JournalStats:
     pending_bytes: int = 0
     #: Day folders deleted by retention (``retain_days``).
     days_pruned: int = 0
+    #: Days retention was not applied because the clock jumped (see JournalWriter._end_days).
+    prune_skipped: int = 0
+    #: Records refused because the format cannot hold them (topic > 65535 bytes, record too big).
+    refused: int = 0
 
     def as_dict(self) -> dict[str, int]:
         return {f"journal_{k}": v for k, v in self.__dict__.items()}
@@ -185,6 +201,7 @@ class JournalWriter:
         self._last_ts = 0
         self._last_fsync = 0.0
         self._pruned_for_day = -1  # the day index retention was last applied for
+        self._newest_day_on_disk: int | None = None
         self._lock_fd = -1
         self._closed = False
         self._compress_q: queue.Queue = queue.Queue()
@@ -213,6 +230,8 @@ class JournalWriter:
         self._compressor.start()
         for left in sorted(self.root.glob(f"*/*{OPEN_SUFFIX}")):  # left open by a crash
             self._compress_q.put(left)
+        days = sorted(p.name for p in _glob(self.root, "*") if _DAY_NAME.match(p.name) and p.is_dir())
+        self._newest_day_on_disk = (iso_day_index(days[-1]) if days else None)
 
     def append(self, topic: bytes, payload: bytes, ts_ns: int) -> bool:
         """Add one record; False when it was refused (counted in ``dropped``)."""
@@ -231,8 +250,14 @@ class JournalWriter:
         f = self._files.get(family)
         if f is None or ts_ns >= f.day_end_ns or f.size >= self.rotate_bytes:
             f = self._rotate(family, max(ts_ns, self._last_ts) // _DAY_NS)
-        post = _POST.pack(ts_ns, len(topic))
         body = len(topic) + len(payload)
+        if len(topic) > MAX_TOPIC_BYTES or body > MAX_RECORD_BYTES:
+            self.stats.refused += 1
+            self.on_error("journal_refused", f"record refused: topic {len(topic)} bytes (max "
+                                             f"{MAX_TOPIC_BYTES}), topic+payload {body} bytes (max "
+                                             f"{MAX_RECORD_BYTES}); topic {topic[:80]!r}")
+            return False
+        post = _POST.pack(ts_ns, len(topic))
         size = _HEAD.size + body
         if self._failing and self._pending_total() + size > self.max_pending_bytes:
             self.stats.dropped += 1
@@ -266,13 +291,42 @@ class JournalWriter:
         self.stats.pending_bytes = self._pending_total()
         return ok
 
-    def tick(self, now_monotonic: float) -> None:
-        """Flush (retrying what failed), and fsync when the interval policy says it is time."""
+    def tick(self, now_monotonic: float, now_ns: int = 0) -> None:
+        """Flush (retrying what failed), and fsync when the interval policy says it is time.
+
+        With the wall clock (``now_ns``): close the files of a UTC day that has ended, even a
+        quiet family's, and apply retention once per new day."""
+        if now_ns:
+            self._end_days(now_ns)
         ok = self.flush()
         if ok and self.fsync == "interval" and now_monotonic - self._last_fsync >= self.fsync_interval_s:
             self._last_fsync = now_monotonic
             for f in self._files.values():
                 self._fsync(f)
+
+    def _end_days(self, now_ns: int) -> None:
+        for family, f in list(self._files.items()):
+            if now_ns >= f.day_end_ns:  # its day is over: closed and compressed now
+                del self._files[family]
+                if not self._finish(f):
+                    self._closing.append(f)
+        today = now_ns // _DAY_NS
+        if not self.retain_days or today == self._pruned_for_day:
+            return
+        previous, self._pruned_for_day = self._pruned_for_day, today
+        # Retention deletes data: only on a clock that moved as a clock does. At start the
+        # day must be at most one past the newest day already on disk; later, exactly one
+        # day past the last. A jump (a bad clock, a restored VM) is said and waited out.
+        newest = self._newest_day_on_disk if previous < 0 else previous
+        if newest is not None and today not in (newest, newest + 1):
+            self.stats.prune_skipped += 1
+            self.on_error("prune_skipped", f"the clock moved from {utc_day(newest * _DAY_NS)} to "
+                                           f"{utc_day(today * _DAY_NS)}: retention waits for a day "
+                                           "that follows the last one")
+            return
+        protected = frozenset(f.path.parent.name for f in (*self._files.values(), *self._closing))
+        # On the compressor's thread, after the files queued before it are compressed.
+        self._compress_q.put(("prune", today, protected))
 
     def open_paths(self) -> list[Path]:
         return [f.path for f in self._files.values()]
@@ -319,9 +373,6 @@ class JournalWriter:
                 + sum(len(f.pending) for f in self._closing))
 
     def _rotate(self, family: str, day_index: int) -> _OpenFile:
-        if self.retain_days and day_index > self._pruned_for_day:
-            self._pruned_for_day = day_index
-            self.prune(day_index)
         old = self._files.pop(family, None)
         if old is not None and not self._finish(old):
             self._closing.append(old)
@@ -331,14 +382,16 @@ class JournalWriter:
             self._write_out(f)  # the header at once: a new file is a valid (empty) journal
         return f
 
-    def prune(self, today_index: int) -> list[str]:
+    def prune(self, today_index: int, protected: frozenset[str] = frozenset()) -> list[str]:
         """Delete day folders older than ``retain_days`` (today included); returns their names.
 
-        Only folders named as this writer names them (YYYY-MM-DD) are touched."""
+        Only folders named as this writer names them (YYYY-MM-DD) are touched, never one in
+        ``protected`` (holding a file still open)."""
         keep_from = utc_day((today_index - self.retain_days + 1) * _DAY_NS)
         removed = []
         for folder in sorted(_glob(self.root, "*")):
-            if folder.is_dir() and _DAY_NAME.match(folder.name) and folder.name < keep_from:
+            if (folder.is_dir() and _DAY_NAME.match(folder.name) and folder.name < keep_from
+                    and folder.name not in protected):
                 try:
                     shutil.rmtree(folder)
                     removed.append(folder.name)
@@ -411,13 +464,24 @@ class JournalWriter:
             f.fd = -1
 
     def _compress_loop(self) -> None:
-        while (path := self._compress_q.get()) is not None:
+        while (item := self._compress_q.get()) is not None:
             try:
-                compress_file(path, self.compress_level)
+                if isinstance(item, tuple):  # ("prune", today, protected folders)
+                    self.prune(item[1], item[2])
+                    continue
+                compress_file(item, self.compress_level)
                 self.stats.files_compressed += 1
             except OSError as exc:  # the plain file stays, readable; said once per kind
                 self.stats.compress_errors += 1
-                self.on_error("compress_error", f"{path}: {exc}")
+                self.on_error("compress_error", f"{item}: {exc}")
+            finally:
+                self._compress_q.task_done()
+        self._compress_q.task_done()
+
+    def settle(self) -> None:
+        """Wait until the background work queued so far (compression, retention) is done."""
+        if self._compressor is not None and self._compressor.is_alive():
+            self._compress_q.join()
 
 
 def _glob(folder: Path, pattern: str) -> list[Path]:
@@ -451,6 +515,8 @@ class NotAJournal(JournalError):
     leaves behind. Such a file holds no record; anything else is not a journal at all.
     """
 
+    exit_code = EX_DATAERR
+
     def __init__(self, message: str, torn_header: bool = False):
         super().__init__(message)
         self.torn_header = torn_header
@@ -467,9 +533,17 @@ def _open_any(path: Path):
 
 
 def _open_checked(path: Path):
-    """An open journal positioned after its header. Raises JournalError / NotAJournal."""
+    """An open journal positioned after its header. Raises JournalError / NotAJournal.
+
+    An open file (``x.hpj``) that is gone is read as ``x.hpj.gz``: the writer closed and
+    compressed it between the moment it was listed and the moment it is read."""
     try:
-        fh = _open_any(path)
+        try:
+            fh = _open_any(path)
+        except FileNotFoundError:
+            if not path.name.endswith(OPEN_SUFFIX):
+                raise
+            fh = _open_any(path.with_name(path.name + ".gz"))
     except OSError as exc:
         raise JournalError(f"{path}: cannot open: {exc.strerror or exc}") from None
     try:

@@ -315,6 +315,26 @@ def decode_frame(topic_b: bytes, payload: bytes, max_bytes: int) -> tuple[str, E
         raise
 
 
+class EnvelopeIds(msgspec.Struct):
+    """The envelope fields a forwarder reads from a payload it does not decode."""
+
+    src: str = ""
+    seq: int = 0
+    ts_recv: int = 0
+
+
+_ids_decoder = msgspec.msgpack.Decoder(EnvelopeIds)
+
+
+def envelope_ids(payload: bytes) -> EnvelopeIds | None:
+    """``src``, ``seq``, ``ts_recv`` of any payload that is a map carrying them; None when it
+    is not one (a forwarder passes such a frame on all the same: it does not validate)."""
+    try:
+        return _ids_decoder.decode(payload)
+    except (msgspec.DecodeError, RecursionError):
+        return None
+
+
 def decode_any(payload: bytes) -> object:
     """Untyped decode, for tools that show whatever arrives. Raises FrameError only."""
     try:

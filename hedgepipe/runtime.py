@@ -416,6 +416,7 @@ class Runtime:
         on_message = self.service.on_message
         decode_frame = messages.decode_frame
         observe = self._seqs.observe
+        envelope_ids = messages.envelope_ids
         lag = self.lag
         items = inp.read()
         now_ns = self.clock.time_ns()  # one stamp per batch, after it arrived
@@ -428,18 +429,22 @@ class Runtime:
             try:
                 if decode_inputs:
                     topic, msg = decode_frame(topic_b, payload, max_bytes)
-                else:  # forwarders get bytes: no decode, no re-encode
+                    ids = msg
+                else:  # forwarders get bytes: no full decode, no re-encode
                     messages.check_size(topic_b, payload, max_bytes)
                     topic, msg = topic_b, payload
+                    # ...but the envelope's ids still tell gaps and lag (~1 µs): a forwarder or
+                    # recorder is where a dropped frame must show (docs/decisions.md).
+                    ids = envelope_ids(payload)
             except FrameError as exc:
                 self._bad(exc.kind, exc.detail, topic=exc.topic)
                 continue
-            if decode_inputs:
-                missed = observe(msg.src, topic, msg.seq)
+            if ids is not None and ids.seq:
+                missed = observe(ids.src, topic, ids.seq)
                 if missed:
-                    self._seq_break(msg.src, topic, missed)
-                if msg.ts_recv:
-                    lag.add(now_ns - msg.ts_recv)
+                    self._seq_break(ids.src, topic, missed)
+                if ids.ts_recv:
+                    lag.add(now_ns - ids.ts_recv)
             try:
                 outs = on_message(topic, msg)
                 if outs:

@@ -71,6 +71,24 @@ def test_pipe_stage_passes_good_frames_and_reports_bad_ones(config):
         assert kind in text
 
 
+def test_a_forwarder_counts_the_gaps_of_frames_it_does_not_decode(config):
+    """bus-relay (decode_inputs = False) still reads each envelope's src/seq: a frame lost
+    upstream shows in its heartbeat, and payloads it cannot read are forwarded all the same."""
+    seqs = [1, 2, 3, 6, 7]                                   # 4 and 5 lost upstream
+    stream = b"".join(encode_frame(TOPIC.encode(), book_payload(i)) for i in seqs)
+    stream += encode_frame(b"md.weather.x", b"\xc1 not msgpack")   # forwarded, not judged
+    proc = run([str(VENV_BIN / "bus-relay"), "--config", config, "--in", "-", "--out", "-"],
+               stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    out, err = proc.communicate(stream, timeout=30)
+    assert proc.returncode == 0, err.decode()
+    reader = FrameReader(1 << 20)
+    got = reader.feed(out)
+    assert [t for t, _ in got if not t.startswith(b"hb.")] == [TOPIC.encode()] * 5 + [b"md.weather.x"]
+    hb = [m.decode(t.decode(), p) for t, p in got if t.startswith(b"hb.")][-1]
+    assert hb.counters["gaps"] == 2 and hb.counters["decode_errors"] == 0
+    assert "sequence gap" in err.decode()
+
+
 def test_two_stage_pipeline_over_pipes(config):
     gen = b"".join(encode_frame(TOPIC.encode(), book_payload(i)) for i in range(1, 201))
     first = run(echo_cmd(config, "--in", "-", "--out", "-", "--instance", "e1"),

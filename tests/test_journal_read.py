@@ -216,3 +216,23 @@ def test_journal_files_expands_directories_in_order_and_skips_a_plain_file_alrea
     named.write_bytes(MAGIC)
     assert journal_files([tmp_path, named]) == [day1 / "hb.0001.hpj.gz", day2 / "md.0001.hpj.gz",
                                                 day2 / "md.0002.hpj", named]
+
+
+def test_an_open_file_compressed_after_it_was_listed_is_read_from_its_gz(tmp_path):
+    from hedgepipe.journal import JournalWriter, compress_file, journal_files
+    w = JournalWriter(tmp_path)
+    w.open()
+    for ts, topic, payload in md_records(50):
+        w.append(topic, payload, ts)
+    w.flush()
+    listed = journal_files([tmp_path])                 # hedgepipe stats lists today's files...
+    assert [p.name for p in listed] == ["md.0001.hpj"]
+    compress_file(listed[0])                           # ...the writer closes one meanwhile
+    assert len(list(read_journal(listed[0]))) == 50
+    w.close()
+
+
+def test_journal_errors_map_to_exit_codes_66_and_65():
+    from hedgepipe.errors import exit_code_for
+    assert exit_code_for(JournalError("vanished")) == 66
+    assert exit_code_for(NotAJournal("not one")) == 65

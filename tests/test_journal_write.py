@@ -89,6 +89,10 @@ def test_the_utc_day_change_closes_and_compresses_the_day_and_starts_a_new_file(
     assert [r[2] for r in read_journal(tmp_path / "2023-11-15/md.0001.hpj.gz")] == [b"after"]
 
 
+def day_folders(root) -> list[str]:
+    return sorted(p.name for p in root.iterdir() if p.is_dir())
+
+
 def test_retention_deletes_day_folders_older_than_retain_days_when_a_day_begins(tmp_path):
     for day in ("2023-11-10", "2023-11-12", "2023-11-13"):
         (tmp_path / day).mkdir()
@@ -97,13 +101,51 @@ def test_retention_deletes_day_folders_older_than_retain_days_when_a_day_begins(
     w = JournalWriter(tmp_path, retain_days=2)
     w.open()
     w.append(b"md.index.x", b"a", T0)            # 2023-11-14: keep the 13th and the 14th
-    assert sorted(p.name for p in tmp_path.iterdir() if p.is_dir()) == ["2023-11-13", "2023-11-14", "notes"]
-    w.append(b"hb.x", b"b", T0 + 1)              # the same day again: nothing more to do
+    w.tick(0.0, T0)
+    w.settle()
+    assert day_folders(tmp_path) == ["2023-11-13", "2023-11-14", "notes"]
+    w.append(b"hb.x", b"b", T0 + 1)
+    w.tick(0.0, T0 + 1)                          # the same day again: nothing more to do
     w.append(b"md.index.x", b"c", T0 + DAY)      # 2023-11-15 begins: the 13th goes
-    assert sorted(p.name for p in tmp_path.iterdir() if p.is_dir()) == ["2023-11-14", "2023-11-15", "notes"]
-    assert w.stats.days_pruned == 3
+    w.tick(0.0, T0 + DAY)
+    w.settle()
+    assert day_folders(tmp_path) == ["2023-11-14", "2023-11-15", "notes"]
+    assert w.stats.days_pruned == 3 and w.stats.prune_skipped == 0
     w.close()
     assert sorted(r[2] for r in records_in(tmp_path)) == [b"a", b"b", b"c"]
+
+
+def test_retention_waits_out_a_clock_that_jumps_days_ahead(tmp_path):
+    w = JournalWriter(tmp_path, retain_days=1)
+    w.open()
+    w.append(b"md.index.x", b"a", T0)
+    w.tick(0.0, T0)
+    w.tick(0.0, T0 + 3 * DAY)                    # a bad clock: three days at once
+    w.settle()
+    assert day_folders(tmp_path) == ["2023-11-14"] and w.stats.prune_skipped == 1
+    w.close()
+    assert [r[2] for r in records_in(tmp_path)] == [b"a"]
+
+
+def test_a_quiet_familys_file_is_closed_and_compressed_when_its_day_ends(tmp_path):
+    w = JournalWriter(tmp_path)
+    w.open()
+    w.append(b"signal.box.x", b"quiet", T0)
+    w.tick(0.0, (T0 // DAY + 1) * DAY)           # midnight passes; no new record of the family
+    w.settle()
+    assert names(tmp_path) == ["2023-11-14/signal.0001.hpj.gz"] and w.open_paths() == []
+    w.close()
+
+
+def test_a_record_the_format_cannot_hold_is_refused_and_counted(tmp_path):
+    problems = []
+    w = JournalWriter(tmp_path, on_error=lambda kind, detail: problems.append(kind))
+    w.open()
+    assert w.append(b"md." + b"x" * 70_000, b"p", T0) is False
+    assert w.append(b"md.index.x", b"ok", T0) is True
+    w.close()
+    assert w.stats.refused == 1 and problems == ["journal_refused"]
+    assert [r[2] for r in records_in(tmp_path)] == [b"ok"]
 
 
 def test_retain_days_0_keeps_everything(tmp_path):
@@ -111,6 +153,7 @@ def test_retain_days_0_keeps_everything(tmp_path):
     w = JournalWriter(tmp_path)
     w.open()
     w.append(b"md.index.x", b"a", T0)
+    w.tick(0.0, T0 + 5 * DAY)
     w.close()
     assert (tmp_path / "2000-01-01").is_dir() and w.stats.days_pruned == 0
 

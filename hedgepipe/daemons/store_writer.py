@@ -228,7 +228,7 @@ class StoreWriterService(Service):
     def flush(self, wait_for_redis: bool = False) -> None:
         """Hand the journal's buffers to the OS (fsync by policy) and send the Redis batch
         (its replies are read at the next flush, or now with ``wait_for_redis``)."""
-        self.journal.tick(self.clock.monotonic())
+        self.journal.tick(self.clock.monotonic(), self.clock.time_ns())
         self.store.flush(wait=wait_for_redis)
         self._refresh_stats()
 

@@ -98,7 +98,7 @@ class RedisStateWriter:
     def __init__(self, url: str, *, redacted_url: str, stream_maxlen: int, backlog_max: int,
                  max_keys: int, batch_max: int, timeout_s: float, backoff_min_s: float,
                  backoff_max_s: float, monotonic: Callable[[], float], report: Report,
-                 client_name: str = "store-writer"):
+                 client_name: str = "store-writer", server_ready: Callable[[], bool] | None = None):
         self.url = url
         self.redacted_url = redacted_url
         self.stream_maxlen = stream_maxlen
@@ -110,6 +110,9 @@ class RedisStateWriter:
         self.monotonic = monotonic
         self.report = report
         self.client_name = client_name
+        #: Asked before each connection attempt when set (the embedded server: restarts it if it
+        #: exited, False while it comes up); a False is no failed attempt, just not yet.
+        self.server_ready = server_ready
         self.stats = StoreStats()
         #: topic -> (hash key, latest payload): the live state, kept to rebuild Redis.
         self.last: dict[bytes, tuple[bytes, bytes]] = {}
@@ -167,6 +170,8 @@ class RedisStateWriter:
             return True
         now = self.monotonic()
         if not force and now < self._next_attempt:
+            return False
+        if self.server_ready is not None and not self.server_ready():
             return False
         if self._conn is None:
             self._conn = RespConnection(self.url, self.timeout_s, self.client_name)

@@ -21,11 +21,10 @@ from typing import Callable, Iterator
 import click
 
 from ..clock import iso_to_ns
-from ..errors import EX_DATAERR, HedgepipeError
+from ..errors import EX_DATAERR, EX_NOINPUT, HedgepipeError
 from ..journal import JournalError, NotAJournal, Problem, Record, check_journal, journal_files, read_journal
 
 #: sysexits.h: "an input file did not exist or was not readable".
-EX_NOINPUT = 66
 #: Bytes read from each file at a time; files of one family are read one after another, so
 #: memory is about this times the number of families (md, clean, hb ...), not of files.
 CHUNK_BYTES = 256 * 1024
