@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import json
 import logging
 import os
+import re
 import signal
 
 import msgspec
@@ -18,10 +20,10 @@ from hedgepipe.errors import ConfigError, StorageError
 from hedgepipe.journal import journal_files, read_journal
 from hedgepipe.runtime import run_handler
 from hedgepipe.state import load_state
-from hedgepipe.store.embedded import EmbeddedRedis
+from hedgepipe.store.embedded import EmbeddedRedis, redis_executable
 
 from . import store_frames as f
-from .conftest import wait_until
+from .conftest import REPO, wait_until
 
 
 def start(tmp_path, redis_url, clock=None, **cfg) -> StoreWriterService:
@@ -39,6 +41,14 @@ def journal_records(root) -> list:
 
 def client(url) -> redis.Redis:
     return redis.Redis.from_url(url)
+
+
+def stored_everywhere(r: redis.Redis) -> dict[bytes, bytes]:
+    """Every hp:last:* field: the whole live state in Redis."""
+    out = {}
+    for key in r.keys(b"hp:last:*"):
+        out.update(r.hgetall(key))
+    return out
 
 
 def test_every_kind_is_stored_as_received_with_its_latest_value(tmp_path, redis_url):
@@ -186,6 +196,38 @@ def test_a_write_redis_refuses_is_counted_with_its_key_and_the_rest_is_written(t
     svc.on_stop()
 
 
+def test_a_frame_the_journal_refuses_still_reaches_redis_and_its_neighbours_lose_nothing(tmp_path, redis_url,
+                                                                                          caplog):
+    huge = b"alert.huge." + b"x" * 70_000  # over the journal's 65535-byte topic length
+    frames = [f.book(1), (huge, b"\x01"), f.ticker(2), (huge, b"\x02"), f.index(3)]
+    svc = start(tmp_path, redis_url)
+    with caplog.at_level(logging.WARNING):
+        run_handler(svc, frames)
+        svc.on_stop()
+    r = client(redis_url)
+    assert r.hget(b"hp:last:alert.huge", huge) == b"\x02" and r.xlen(b"hp:stream:alert.huge") == 2
+    assert stored_everywhere(r) == f.last_per_topic(frames)
+    assert [(rec.topic, rec.payload) for rec in journal_records(tmp_path / "journal")] == [
+        frames[0], frames[2], frames[4]]
+    assert svc.stats["journal_refused"] == 2 and svc.stats["journal_append_errors"] == 0
+    said = [rec.getMessage() for rec in caplog.records if "refused" in rec.getMessage()]
+    assert len(said) == 1 and repr(huge[:80]) in said[0] and repr(huge[:81]) not in said[0]
+
+
+def test_an_exception_from_the_journal_costs_redis_no_frame(tmp_path, redis_url, caplog):
+    clock = FakeClock(start_ns=2**63)  # past the journal's int64 stamp: every append raises
+    frames = f.mix(30)
+    svc = start(tmp_path, redis_url, clock=clock)
+    with caplog.at_level(logging.WARNING):
+        assert run_handler(svc, frames) == []
+        svc.on_stop()
+    assert stored_everywhere(client(redis_url)) == f.last_per_topic(frames)
+    assert sum(client(redis_url).xlen(k) for k in client(redis_url).keys(b"hp:stream:*")) == 30
+    assert svc.stats["journal_append_errors"] == 30 and svc.stats["journal_records"] == 0
+    said = [rec for rec in caplog.records if "the journal raised" in rec.getMessage()]
+    assert len(said) == 1 and said[0].topic == frames[0][0][:80].decode()
+
+
 def test_journal_dir_that_cannot_be_created_is_a_clear_storage_error(tmp_path, redis_url):
     blocker = tmp_path / "a-file"
     blocker.write_text("")
@@ -294,6 +336,35 @@ def test_redis_dying_mid_pipeline_loses_no_live_value_and_no_stream_entry(tmp_pa
         server.stop()
 
 
+def test_stopping_while_the_embedded_server_restarts_still_writes_the_last_values(short_tmp, monkeypatch, caplog,
+                                                                                  request):
+    monkeypatch.delenv("REDIS_URL", raising=False)  # the embedded server, which we kill
+    svc = start(short_tmp, "", embedded_save="3600 1")  # it saves at stop: read back below
+    frames = f.mix(200)
+    request.addfinalizer(lambda: svc.embedded.stop())  # (a no-op unless the test failed midway)
+    run_handler(svc, frames[:100])
+    svc.flush(wait_for_redis=True)
+    slow = short_tmp / "slow-redis-server"  # a slow start, as when loading a big RDB
+    slow.write_text(f"#!/bin/sh\nsleep 0.5\nexec {redis_executable()} \"$@\"\n")
+    slow.chmod(0o755)
+    svc.embedded.executable = str(slow)
+    os.kill(svc.embedded.pid, signal.SIGKILL)
+    svc.embedded.process.wait()
+    run_handler(svc, frames[100:])
+    svc.flush()  # finds it gone: restarted, not waited for
+    assert svc.stats["embedded_restarts"] == 1 and svc.stats["redis_up"] == 0
+    with caplog.at_level(logging.WARNING):
+        svc.on_stop()  # waits for the restarted server, writes the last batch, stops it
+    assert svc.stats["redis_reconnects"] == 1 and svc.stats["backlog"] == 0
+    assert not [rec for rec in caplog.records if "writes Redis did not take" in rec.getMessage()]
+    saved = EmbeddedRedis(short_tmp / "run", save="")
+    saved.start()  # loads what the restarted server saved at stop
+    try:
+        assert stored_everywhere(client(saved.url)) == f.last_per_topic(frames)
+    finally:
+        saved.stop()
+
+
 def test_memory_is_bounded_by_max_keys_and_max_kinds(tmp_path, redis_url, caplog):
     svc = start(tmp_path, redis_url, max_keys=5, max_kinds=2)
     frames = [f.ticker(seq, f"BTC-X-{seq}") for seq in range(1, 11)]
@@ -333,3 +404,29 @@ def test_config_keys_have_the_documented_defaults():
     assert StoreWriterService.decode_inputs is False
     with pytest.raises(msgspec.ValidationError):
         msgspec.convert({"fsync": "sometimes"}, StoreWriterConfig)
+
+
+def test_the_doc_lists_every_config_key_with_its_default_and_every_counter(tmp_path, redis_url):
+    doc = (REPO / "docs" / "store-writer.md").read_text()
+    config_table = doc.split("## Configuration (`[store-writer]`)")[1].split("\n## ")[0]
+    documented = {}
+    for row in re.findall(r"^\| (`.+?`) \| (.+?) \|", config_table, re.MULTILINE):
+        names = re.findall(r"`(\w+)`", row[0])
+        defaults = [d.strip().strip("`") for d in row[1].split(",")] if len(names) > 1 else [row[1].strip("`")]
+        documented.update(zip(names, defaults))
+    cfg = StoreWriterConfig()
+    assert set(documented) == {field.name for field in msgspec.structs.fields(StoreWriterConfig)}
+    for name, shown in documented.items():
+        value = getattr(cfg, name)
+        if isinstance(value, (int, float)):
+            assert float(shown) == value, name
+        else:
+            assert json.loads(shown) == value, name
+    counters_table = doc.split("## Counters (heartbeat `hb.store-writer`)")[1].split("\n## ")[0]
+    counters = set(re.findall(r"^\| `(\w+)` \|", counters_table, re.MULTILINE))
+    svc = start(tmp_path, redis_url)
+    svc.on_stop()
+    assert counters == {k for k in svc.stats if not k.startswith("journal_")} | {"journal_append_errors"}
+    journal_doc = (REPO / "docs" / "journal.md").read_text().split("## Counters")[1]
+    for name in (k for k in svc.stats if k.startswith("journal_") and k != "journal_append_errors"):
+        assert f"`{name}`" in journal_doc, name

@@ -30,9 +30,10 @@ from .conftest import REPO, VENV_BIN, wait_until
 class StoreWriterProcess:
     """``store-writer --in - --out -``: frames written to its stdin, heartbeats read from its stdout."""
 
-    def __init__(self, tmp, *sets: str, keep_redis_url: bool = True):
+    def __init__(self, tmp, *sets: str, keep_redis_url: bool = True, run_dir=None):
+        tmp.mkdir(parents=True, exist_ok=True)
         self.config = tmp / "hedgepipe.toml"
-        self.config.write_text(f'[runtime]\nrun_dir = "{tmp}/run"\nheartbeat_interval_s = 0.1\n')
+        self.config.write_text(f'[runtime]\nrun_dir = "{run_dir or tmp / "run"}"\nheartbeat_interval_s = 0.1\n')
         env = {k: v for k, v in os.environ.items() if not k.startswith("HEDGEPIPE_")}
         if not keep_redis_url:
             env.pop("REDIS_URL", None)
@@ -204,6 +205,78 @@ def test_embedded_redis_orphaned_by_a_sigkill_is_stopped_saved_and_replaced(shor
             if sw is not None and sw.proc.poll() is None:
                 sw.kill()
         kill_embedded_redis(run_dir)  # a test that failed midway must not leave a server running
+
+
+def embedded_pid(run_dir) -> int:
+    return int((run_dir / "redis.pid").read_text())
+
+
+def test_embedded_redis_that_dies_is_restarted_and_the_live_state_rebuilt(short_tmp):
+    """SIGKILL of the embedded server of a running store-writer: started again, every latest
+    value written back (it comes back empty: no snapshots), whether frames flow or not."""
+    run_dir = short_tmp / "run"
+    url = f"unix://{socket_path(run_dir)}"
+    sw = StoreWriterProcess(short_tmp, "embedded_save=", keep_redis_url=False)
+    frames = f.mix(2000)
+    a, b = frames[:1000], frames[1000:]
+    try:
+        sw.feed(a)
+        sw.wait_counters("the first part in Redis", lambda c: c["keys"] == len(f.last_per_topic(a))
+                         and c["backlog"] == 0 and c["redis_writes"] > 0)
+        first_pid = embedded_pid(run_dir)
+        os.kill(first_pid, signal.SIGKILL)  # no frame follows: found by store-writer itself
+        sw.wait_counters("the restart and the rebuild", lambda c: c["embedded_restarts"] == 1
+                         and c["redis_reconnects"] == 1 and c["redis_up"] == 1 and c["redis_rebuilds"] == 2)
+        assert embedded_pid(run_dir) != first_pid
+        wait_until(lambda: stored_state(url) == f.last_per_topic(a), 15, what="every latest value back")
+        sw.feed(b)
+        sw.wait_counters("the rest written", lambda c: c["journal_records"] == 2000 and c["backlog"] == 0
+                         and c["in_msgs"] == 2000)
+        code, err = sw.finish()
+        assert code == 0, err
+        final = sw.counters()
+        assert final["embedded_restarts"] == 1 and final["redis_errors"] >= 1
+        assert final["stream_backlog_dropped"] == 0 and final["journal_refused"] == 0
+        assert journaled(short_tmp / "journal") == sorted(frames)
+        assert "embedded Redis exited (code -9); starting it again" in err
+        assert "embedded Redis is answering again" in err
+        assert not os.path.exists(socket_path(run_dir))  # the restarted one stopped with store-writer
+    finally:
+        if sw.proc.poll() is None:
+            sw.kill()
+        kill_embedded_redis(run_dir)
+
+
+def test_a_second_store_writer_on_the_same_run_dir_is_refused_and_the_live_redis_untouched(short_tmp):
+    """The replay example of docs/store-writer.md run beside `make run`, without its own run_dir."""
+    run_dir = short_tmp / "run"
+    url = f"unix://{socket_path(run_dir)}"
+    live = StoreWriterProcess(short_tmp / "live", keep_redis_url=False, run_dir=run_dir)
+    frames = f.mix(400)
+    try:
+        live.feed(frames[:200])
+        live.wait_counters("the live one storing", lambda c: c["backlog"] == 0 and c["in_msgs"] == 200
+                           and c["redis_writes"] > 0)
+        live_redis = embedded_pid(run_dir)
+        replay = StoreWriterProcess(short_tmp / "replay", keep_redis_url=False, run_dir=run_dir)
+        replay.feed(frames[:5])
+        code, err = replay.finish()
+        assert code == 69, err
+        assert (f"belongs to a running store-writer (pid {live.proc.pid}, holding {run_dir}/redis.lock): "
+                "give this one its own run_dir") in err
+        assert "SHUTDOWN" not in err
+        live.feed(frames[200:])
+        live.wait_counters("the live one storing on", lambda c: c["backlog"] == 0 and c["in_msgs"] == 400)
+        assert embedded_pid(run_dir) == live_redis and redis.Redis.from_url(url).ping()
+        assert stored_state(url) == f.last_per_topic(frames)
+        code, err = live.finish()
+        assert code == 0, err
+        assert live.counters()["redis_errors"] == 0 and live.counters()["embedded_restarts"] == 0
+    finally:
+        for sw in (live, locals().get("replay")):
+            if sw is not None and sw.proc.poll() is None:
+                sw.kill()
+        kill_embedded_redis(run_dir)
 
 
 def test_journal_dir_not_writable_exits_73_with_a_clear_message(short_tmp):

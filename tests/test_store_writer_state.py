@@ -4,18 +4,22 @@ and the embedded redis-server (stale sockets, orphans, path limits)."""
 from __future__ import annotations
 
 import os
+import signal
 import socket
+import subprocess
 
 import pytest
 import redis
 
+from hedgepipe.clock import FakeClock
 from hedgepipe.errors import ConfigError, UpstreamError
 from hedgepipe.state import load_state, redact_url, resolve_url
-from hedgepipe.store.embedded import EmbeddedRedis, embedded_url
+from hedgepipe.store.embedded import EmbeddedRedis, _answers, embedded_url
 from hedgepipe.store.redis_state import topic_kind
 from hedgepipe.store.resp import RespConnection, RespError, pack
 
 from . import store_frames as f
+from .conftest import wait_until
 
 
 def test_the_url_is_redis_url_then_the_configured_one_then_the_embedded_socket():
@@ -141,19 +145,41 @@ def test_a_stale_socket_file_is_removed_and_the_server_starts(short_tmp):
 
 
 def test_a_server_already_on_the_socket_is_shut_down_saved_and_replaced(short_tmp):
-    orphan = EmbeddedRedis(short_tmp, save="3600 1")
-    orphan.start()
-    redis.Redis.from_url(orphan.url).hset(b"hp:last:md.index", b"md.index.x", b"kept")
-    orphan_proc = orphan.process
+    # What a SIGKILLed store-writer leaves: its redis-server, running on, and no lock holder.
+    orphan_proc = subprocess.Popen(EmbeddedRedis(short_tmp, save="3600 1").command(),
+                                   stdout=subprocess.DEVNULL, start_new_session=True)
     fresh = EmbeddedRedis(short_tmp, save="")
-    fresh.start()  # as a restarted store-writer finds a server its SIGKILLed predecessor left
     try:
+        wait_until(lambda: _answers(fresh.socket), 10, what="the orphan answering")
+        redis.Redis.from_url(fresh.url).hset(b"hp:last:md.index", b"md.index.x", b"kept")
+        fresh.start()  # the lock is free: what answers is an orphan
         assert orphan_proc.wait(10) == 0  # SHUTDOWN SAVE: a clean exit
         assert fresh.pid != orphan_proc.pid
         assert redis.Redis.from_url(fresh.url).hget(b"hp:last:md.index", b"md.index.x") == b"kept"
     finally:
         fresh.stop()
-        orphan.stop()  # when the test failed before the orphan went: never leave a server behind
+        if orphan_proc.poll() is None:  # the test failed before the orphan went: never leave it
+            orphan_proc.kill()
+            orphan_proc.wait()
+
+
+def test_a_second_owner_of_the_run_dir_is_refused_and_the_first_server_untouched(short_tmp):
+    first = EmbeddedRedis(short_tmp, save="")
+    second = EmbeddedRedis(short_tmp, save="")
+    first.start()
+    try:
+        redis.Redis.from_url(first.url).set(b"k", b"v")
+        with pytest.raises(UpstreamError, match=f"belongs to a running store-writer \\(pid {os.getpid()}, "
+                           f"holding {short_tmp}/redis.lock\\): give this one its own run_dir") as err:
+            second.start()
+        assert err.value.exit_code == 69 and second.process is None
+        assert first.process.poll() is None and redis.Redis.from_url(first.url).get(b"k") == b"v"
+        assert (short_tmp / "redis.lock").read_text() == f"{os.getpid()}\n"
+    finally:
+        second.stop()  # (a no-op unless the test failed with it started)
+        first.stop()
+    second.start()  # released at stop: the run_dir is free again
+    second.stop()
 
 
 def test_a_socket_path_over_107_bytes_is_refused_before_anything_starts(tmp_path):
@@ -173,3 +199,37 @@ def test_a_binary_that_cannot_run_is_an_upstream_error(short_tmp):
     os.chmod(fake, 0o755)
     with pytest.raises(UpstreamError, match="exited with code 1 at start: bad config"):
         EmbeddedRedis(short_tmp, executable=str(fake)).start()
+
+
+def test_a_server_that_exits_is_restarted_without_waiting_and_at_most_once_per_backoff(short_tmp):
+    clock = FakeClock()
+    reports = []
+    server = EmbeddedRedis(short_tmp, save="", backoff_min_s=0.05, backoff_max_s=0.1,
+                           monotonic=clock.monotonic, report=lambda kind, message, **ctx: reports.append(kind))
+    server.start()
+    try:
+        assert server.ready() and server.restarts == 0
+        exits = short_tmp / "exits-at-once"
+        exits.write_text("#!/bin/sh\nexit 3\n")
+        os.chmod(exits, 0o755)
+        server.executable = str(exits)  # the restarts fail until the real binary is back
+        os.kill(server.pid, signal.SIGKILL)
+        server.process.wait()
+        assert server.ready() is False and server.restarts == 1  # started, not waited for
+        wait_until(lambda: server.process.poll() is not None, what="the failing restart exiting")
+        assert server.ready() is False and server.restarts == 1  # within the backoff (50 ms)
+        for step, restarts in ((0.05, 2), (0.05, 2), (0.05, 3), (0.1, 4)):  # 50 ms, then 100 ms (max)
+            clock.advance(step)
+            wait_until(lambda: server.process.poll() is not None, what="the failing restart exiting")
+            server.ready()
+            assert server.restarts == restarts
+        server.executable = None
+        wait_until(lambda: server.process.poll() is not None, what="the failing restart exiting")
+        clock.advance(0.1)
+        assert server.ready() is False and server.restarts == 5  # the real server, coming up
+        wait_until(server.ready, 10, what="the restarted server answering")
+        assert redis.Redis.from_url(server.url).ping()
+        assert reports == ["embedded_exited"] * 5 + ["embedded_restarted"]
+    finally:
+        server.stop()
+    assert not (short_tmp / "redis.sock").exists()

@@ -7,8 +7,9 @@ per topic in ``hp:last:<kind>`` and a capped stream ``hp:stream:<kind>``. Only b
 decoded, and only when they carry more than ``book_levels`` levels, to cut them to the top.
 
 With no Redis URL it runs an embedded redis-server on ``{run_dir}/redis.sock``
-(:mod:`hedgepipe.store.embedded`). Redis being down never stops the journal; the live state
-is rebuilt on reconnect. docs/store-writer.md has the key schema, counters and behaviour.
+(:mod:`hedgepipe.store.embedded`), and starts it again if it exits. Redis being down never
+stops the journal, and a frame the journal refuses still reaches Redis; the live state is
+rebuilt on reconnect. docs/store-writer.md has the key schema, counters and behaviour.
 """
 
 from __future__ import annotations
@@ -37,6 +38,8 @@ Positive = Annotated[int, msgspec.Meta(ge=1)]
 #: Topic kinds whose payload is a Book or extends it (cut to its top levels).
 BOOK_KINDS = frozenset(k.encode() for k, t in messages.TOPIC_TYPES.items() if issubclass(t, messages.Book))
 _MAX_CACHED_TOPICS = 200_000
+#: At stop, how long an embedded server that is being restarted may take to answer.
+_STOP_WAIT_FOR_REDIS_S = 5.0
 
 
 class StoreWriterConfig(DaemonConfig):
@@ -59,7 +62,7 @@ class StoreWriterConfig(DaemonConfig):
     flush_interval_ms: Annotated[int, msgspec.Meta(ge=1, le=10_000)] = 20
     #: Connect and read timeout: the longest a dead Redis can hold up the loop per attempt.
     redis_timeout_s: Annotated[float, msgspec.Meta(gt=0)] = 0.5
-    #: Reconnect attempts back off from 50 ms, doubling, to this.
+    #: Reconnect attempts and embedded-server restarts back off from 50 ms, doubling, to this.
     backoff_max_s: Annotated[float, msgspec.Meta(gt=0)] = 2.0
     #: The embedded server's RDB save points ("seconds changes" pairs).
     embedded_save: str = "60 1"
@@ -107,7 +110,8 @@ class StoreWriterService(Service):
         self._topics: dict[bytes, tuple[Slot, bool] | None] = {}
         self._kinds: set[bytes] = set()
         self._book_sides = msgspec.msgpack.Decoder(_BookSides)
-        self._counts = {"books_trimmed": 0, "books_undecodable": 0, "kinds_dropped": 0}
+        self._counts = {"books_trimmed": 0, "books_undecodable": 0, "kinds_dropped": 0,
+                        "journal_append_errors": 0, "embedded_restarts": 0}
         self._append = self._store = None
         self._time_ns = clock.time_ns
 
@@ -129,7 +133,9 @@ class StoreWriterService(Service):
         try:
             url, embedded = resolve_url(self.run_dir, cfg.redis_url)
             if embedded:
-                self.embedded = EmbeddedRedis(self.run_dir, save=cfg.embedded_save)
+                self.embedded = EmbeddedRedis(
+                    self.run_dir, save=cfg.embedded_save, backoff_min_s=0.05,
+                    backoff_max_s=cfg.backoff_max_s, monotonic=self.clock.monotonic, report=self.once)
                 self.embedded.start()
         except Exception:
             self.journal.close()
@@ -139,7 +145,8 @@ class StoreWriterService(Service):
             backlog_max=cfg.backlog_max, max_keys=cfg.max_keys, batch_max=cfg.batch_max,
             timeout_s=cfg.redis_timeout_s, backoff_min_s=0.05, backoff_max_s=cfg.backoff_max_s,
             monotonic=self.clock.monotonic, report=self.once,
-            client_name=f"store-writer-{os.getpid()}")
+            client_name=f"store-writer-{os.getpid()}",
+            server_ready=self.embedded.ready if self.embedded is not None else None)
         self.store.connect(force=True)
         log.info("storing", extra={"journal": journal_dir, "redis": redact_url(url),
                                    "embedded": embedded, "redis_up": self.store.up})
@@ -153,6 +160,8 @@ class StoreWriterService(Service):
         # short by SIGKILL then costs only a compression, which the next start does.
         if self.journal is not None:
             self.journal.close(wait=False)  # every record written and fsynced
+        if self.store is not None and not self.store.up and self.embedded is not None:
+            self.embedded.wait_ready(_STOP_WAIT_FOR_REDIS_S)  # one being restarted takes the last batch
         if self.store is not None:
             self.store.close()  # the last batch (one forced reconnect attempt if down)
         if self.embedded is not None:
@@ -165,7 +174,15 @@ class StoreWriterService(Service):
     # ---- per frame -------------------------------------------------------------------------
 
     def on_message(self, topic: bytes, payload: bytes):
-        self._append(topic, payload, self._time_ns())
+        try:
+            # False: refused (a topic over 65535 bytes) or dropped (a failing disk), counted
+            # and logged by the journal; the frame still goes to Redis.
+            self._append(topic, payload, self._time_ns())
+        except Exception as exc:  # a journal bug must not cost Redis this frame or the next ones
+            self._counts["journal_append_errors"] += 1
+            self.once(f"journal_append:{type(exc).__name__}", f"frame not journaled: the journal raised "
+                      f"{type(exc).__name__}: {exc}; it is stored in Redis", level=logging.ERROR,
+                      exc_info=True, topic=topic[:80].decode(errors="replace"))
         info = self._topics.get(topic)
         if info is None:
             info = self._learn(topic)
@@ -229,6 +246,9 @@ class StoreWriterService(Service):
         """Hand the journal's buffers to the OS (fsync by policy) and send the Redis batch
         (its replies are read at the next flush, or now with ``wait_for_redis``)."""
         self.journal.tick(self.clock.monotonic(), self.clock.time_ns())
+        if self.embedded is not None and self.store.up and not self.embedded.ready():
+            # It exited (now being restarted): reconnect and rebuild even if no frame comes.
+            self.store.disconnect("the embedded redis-server exited")
         self.store.flush(wait=wait_for_redis)
         self._refresh_stats()
 
@@ -238,6 +258,8 @@ class StoreWriterService(Service):
             stats.update(self.journal.stats.as_dict())
         if self.store is not None:
             stats.update(self.store.stats.as_dict())
+        if self.embedded is not None:
+            self._counts["embedded_restarts"] = self.embedded.restarts
         stats.update(self._counts)
 
 

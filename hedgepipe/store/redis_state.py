@@ -193,6 +193,12 @@ class RedisStateWriter:
         self._rebuild = True
         return True
 
+    def disconnect(self, reason: str) -> None:
+        """Drop the connection as lost (the server is known gone): reconnecting and the rebuild
+        follow as after any loss, even when no frame comes to find the socket dead."""
+        if self._up:
+            self._down(RespError(reason), self.monotonic())
+
     def _down(self, exc: Exception, now: float) -> None:
         self.stats.redis_errors += 1
         self.report("redis_down", f"Redis unreachable: {type(exc).__name__}: {exc}; the journal keeps "
