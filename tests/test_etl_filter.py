@@ -173,7 +173,8 @@ def test_expiry_window_is_judged_at_the_streams_time():
                      book_frame(2, t=11 * DAY),
                      book_frame(3, t=29 * DAY + 1),            # less than a day left
                      book_frame(4, t=31 * DAY)])               # expired
-    assert [b.up_seq for b in of_kind(outs, "book")] == [2]
+    # book 2 passed, so leaving the window publishes a stale marker (once)
+    assert [(b.up_seq, b.stale) for b in of_kind(outs, "book")] == [(2, False), (3, True)]
     assert len(of_kind(outs, "instrument")) == 1              # definitions: static parts only
     assert rejected(svc) == {"rejected_universe": 3}
 
@@ -196,10 +197,40 @@ def test_moneyness_band_uses_the_latest_index_of_the_base_composite_first():
                      book_frame(3, name=far),                              # 150/130 = 1.15: in
                      (md("index", "btc_usd"), md_index(2, 100000.0)),      # composite still rules
                      book_frame(4, name=far)])
-    assert [(b.instrument, b.up_seq) for b in of_kind(outs, "book")] == [
-        (far, 1), (near, 2), (far, 3), (far, 4)]
+    assert [(b.instrument, b.up_seq, b.stale) for b in of_kind(outs, "book")] == [
+        (far, 1, False), (far, 2, True), (near, 2, False), (far, 3, False), (far, 4, False)]
     assert svc.stats["moneyness_unknown"] == 1
     assert rejected(svc) == {"rejected_universe": 1}
+
+
+def composite_index(seq: int, price: float, t: int):
+    return md("index", "btc_usd", "composite"), md_index(seq, price, source="composite", t=t)
+
+
+def test_an_option_that_leaves_the_band_publishes_one_stale_marker():
+    # The review's case: BTC falls 100k -> 75k, so the 100000 call (moneyness 1.33) leaves
+    # [0.8, 1.2]. Its last clean book must not stay live downstream.
+    far = "BTC-27DEC26-150000-C"                       # never in the band: nothing to distrust
+    svc = service(moneyness_min=0.8, moneyness_max=1.2)
+    outs = run(svc, [*announced(OPTION, far), composite_index(1, 100000.0, 0), book_frame(1, t=MS),
+                     book_frame(1, name=far, t=MS),
+                     composite_index(2, 75000.0, 2 * MS), book_frame(2, t=3 * MS),
+                     book_frame(3, t=4 * MS), book_frame(2, name=far, t=4 * MS),
+                     composite_index(3, 100000.0, 5 * MS), book_frame(4, t=6 * MS)])   # back in
+    assert [(b.instrument, b.up_seq, b.stale) for b in of_kind(outs, "book")] == [
+        (OPTION, 1, False), (OPTION, 2, True), (OPTION, 4, False)]
+    marker = of_kind(outs, "book")[1]
+    assert (marker.bids, marker.asks, marker.mid, marker.change_id) == ([], [], None, 2)
+    assert svc.stats["stale_marked"] == 1 and rejected(svc) == {"rejected_universe": 4}
+
+
+def test_a_retired_instrument_with_clean_books_publishes_one_stale_marker():
+    svc = service()
+    outs = run(svc, [*announced(), book_frame(1),
+                     (md("instrument", OPTION), instrument(seq=2, active=False)),
+                     book_frame(2), book_frame(3)])
+    assert [(b.up_seq, b.stale) for b in of_kind(outs, "book")] == [(1, False), (2, True)]
+    assert rejected(svc) == {"rejected_universe": 2}
 
 
 def test_unknown_instruments_are_rejected_until_announced():
@@ -233,6 +264,27 @@ def test_on_start_primes_the_instruments_store_writer_keeps_in_redis(redis_url):
     assert [t for t, _ in outs] == ["clean.book.deribit." + OPTION]  # nothing published for priming
     assert svc.stats["instruments_primed"] == 1                       # the retired one is not taken
     assert rejected(svc) == {"rejected_unknown_instrument": 1}
+
+
+def test_reading_only_pipes_does_not_prime_from_redis_unless_forced(redis_url, caplog):
+    # `hedgepipe replay day --out - | etl-filter --in - --out -` must not depend on what the live
+    # Redis holds today: with every input "-", "auto" (the default) does not prime.
+    import redis
+    client = redis.Redis.from_url(redis_url)
+    client.hset("hp:last:md.instrument",
+                mapping={md("instrument", OPTION): m.encode(instrument(src="feed-deribit", seq=1))})
+    client.close()
+    assert EtlFilterConfig().prime_from_redis == "auto"
+    piped = service(prime_from_redis="auto", inputs=["-"], redis_url=redis_url)
+    with caplog.at_level(logging.INFO, logger="hedgepipe.etl-filter"):
+        outs = run(piped, [book_frame(1)])
+    assert outs == [] and rejected(piped) == {"rejected_unknown_instrument": 1}
+    assert piped.stats["instruments_primed"] == piped.stats["prime_unavailable"] == 0
+    assert "not primed from Redis: every input is a pipe" in caplog.text
+    forced = service(prime_from_redis=True, inputs=["-"], redis_url=redis_url)
+    assert len(run(forced, [book_frame(1)])) == 1 and forced.stats["instruments_primed"] == 1
+    on_the_bus = service(prime_from_redis="auto", inputs=["-", "feed-index"], redis_url=redis_url)
+    assert len(run(on_the_bus, [book_frame(1)])) == 1 and on_the_bus.stats["instruments_primed"] == 1
 
 
 def test_on_start_without_a_reachable_redis_counts_it_and_learns_from_the_stream(short_tmp, monkeypatch):
@@ -369,15 +421,96 @@ def test_tick_check_can_be_turned_off():
 
 # ---- stale data: the stream's watermark is the clock ------------------------------------------
 
-def test_data_older_than_max_age_behind_the_watermark_is_rejected():
+def watermark_at(t: int, first_seq: int = 2) -> list:
+    """feed-deribit republishing a definition 5 times (watermark_confirm_frames), received at
+    T0 + t: its watermark is then T0 + t."""
+    return [(md("instrument", OPTION), instrument(seq=first_seq + i, ts_recv=T0 + t))
+            for i in range(5)]
+
+
+def test_data_older_than_max_age_behind_its_publishers_watermark_is_rejected():
     svc = service(max_age_s=5.0)
-    outs = run(svc, [*announced(), (md("index", "btc_usd"), md_index(1, 65000.0, t=10 * S)),
+    outs = run(svc, [*announced(), *watermark_at(10 * S),
                      book_frame(1, t=10 * S, ts_event=T0 + 5 * S),       # exactly 5 s: kept
                      book_frame(2, t=9 * S, ts_event=T0 + 5 * S - 1),    # 5 s + 1 ns: stale
-                     (md("trade", OPTION), md_trade(1, t=10 * S, ts_event=T0)),
+                     # received 8 s before the mark; its venue stamp later than that: stale too
+                     book_frame(3, t=2 * S, ts_event=T0 + 9 * S),
+                     (md("trade", OPTION), md_trade(1, t=10 * S, ts_event=T0)),   # venue delay
                      (md("ticker", OPTION), md_ticker(1, t=10 * S, ts_event=T0))])
+    assert svc.registry.clocks["feed-deribit"].mark == T0 + 10 * S
     assert [b.up_seq for b in of_kind(outs, "book") if not b.stale] == [1]
-    assert rejected(svc) == {"rejected_stale": 3}
+    assert rejected(svc) == {"rejected_stale": 4}
+
+
+def test_venue_to_feed_delay_is_stale_even_before_there_is_a_watermark():
+    svc = service(max_age_s=5.0)
+    outs = run(svc, [*announced(), book_frame(1, ts_event=T0 - 6 * S),
+                     (md("index", "btc_usd"), md_index(1, 65000.0, ts_event=T0 - 6 * S))])
+    assert of_kind(outs, "index") == [] and [b.stale for b in of_kind(outs, "book")] == [True]
+    assert rejected(svc) == {"rejected_stale": 2}
+
+
+def test_a_frame_far_behind_its_publishers_watermark_is_stale_and_resets_nothing():
+    # The review's case: 100 s of live books, then one delivered 10 s late and one 2 min late.
+    # The 2-minute-old book used to reset the watermark to itself and replace the last good one.
+    svc = service()
+    live = [book_frame(i, t=i * S) for i in range(1, 101)]
+    ten_s_late = book_frame(101, t=90 * S, bids=[(0.049, 1.0)])
+    two_min_late = book_frame(102, t=-20 * S, bids=[(0.048, 1.0)])
+    outs = run(svc, [*announced(), *live, ten_s_late, two_min_late])
+    assert [(b.up_seq, b.stale) for b in of_kind(outs, "book")][-2:] == [(100, False), (101, True)]
+    assert rejected(svc) == {"rejected_stale": 2}
+    assert svc.stats["watermark_resets"] == 0
+    assert svc.registry.clocks["feed-deribit"].mark == T0 + 100 * S
+
+
+def test_one_frame_of_another_publisher_stamped_ahead_blanks_nothing():
+    # The review's case: one index frame 30 s ahead used to push the one watermark forward, and
+    # every book after it was stale (rejected_stale 48).
+    svc = service()
+    fast = (md("index", "btc_usd", "bitstamp"),
+            md_index(1, 65000.0, source="bitstamp", ts_recv=T0 + 30 * S, ts_event=T0 + 30 * S))
+    books = [book_frame(i, t=i * 100 * MS) for i in range(2, 50)]
+    outs = run(svc, [*announced(), book_frame(1), fast, *books])
+    assert [b.stale for b in of_kind(outs, "book")] == [False] * 49
+    assert len(of_kind(outs, "index")) == 1 and not rejected(svc)
+
+
+def test_one_frame_of_the_same_publisher_stamped_ahead_is_judged_alone_and_counted():
+    svc = service()
+    books = [book_frame(i, t=i * 100 * MS) for i in range(1, 30)]
+    skewed = (md("ticker", OPTION), md_ticker(1, t=30 * S))    # its own stamps are consistent
+    outs = run(svc, [*announced(), *books[:10], skewed, *books[10:]])
+    assert [b.stale for b in of_kind(outs, "book")] == [False] * 29
+    assert len(of_kind(outs, "ticker")) == 1 and not rejected(svc)
+    assert svc.stats["watermark_outliers"] == 1 and svc.stats["watermark_resets"] == 0
+    assert svc.registry.clocks["feed-deribit"].mark == T0 + 2900 * MS
+
+
+def test_each_publisher_is_judged_by_its_own_clock():
+    # feed-index's host runs 30 s ahead of feed-deribit's: both pass; a frame late against its
+    # own publisher's clock is stale.
+    svc = service()
+    indexes = [(md("index", "btc_usd"), md_index(i, 65000.0, t=30 * S + i * 100 * MS))
+               for i in range(1, 12)]
+    books = [book_frame(i, t=i * 100 * MS) for i in range(1, 12)]
+    late_index = (md("index", "btc_usd"), md_index(12, 65000.0, t=20 * S))
+    outs = run(svc, [*announced(), *(f for pair in zip(indexes, books) for f in pair), late_index,
+                     book_frame(12, t=1100 * MS)])
+    assert len(of_kind(outs, "index")) == 11
+    assert [b.stale for b in of_kind(outs, "book")] == [False] * 12
+    assert rejected(svc) == {"rejected_stale": 1}
+    assert {src: c.mark for src, c in svc.registry.clocks.items()} == {
+        "feed-deribit": T0 + 1100 * MS, "feed-index": T0 + 31100 * MS}
+
+
+def test_frames_after_a_quiet_spell_pass_and_the_watermark_catches_up():
+    svc = service()
+    before = [book_frame(i, t=i * 100 * MS) for i in range(1, 10)]
+    after = [book_frame(i, t=120 * S + i * 100 * MS) for i in range(10, 20)]   # 2 minutes later
+    outs = run(svc, [*announced(), *before, *after, book_frame(20, t=110 * S)])  # 10 s late
+    assert [b.stale for b in of_kind(outs, "book")] == [False] * 19 + [True]
+    assert svc.stats["watermark_resets"] == svc.stats["watermark_outliers"] == 0
 
 
 def test_staleness_does_not_read_the_wall_clock_so_a_replay_of_an_old_day_passes():
@@ -395,12 +528,22 @@ def test_max_age_zero_turns_staleness_off():
     assert svc.stats["clean_books"] == 1 and not rejected(svc)
 
 
-def test_a_clock_that_jumps_back_resets_the_watermark_instead_of_rejecting_everything():
-    svc = service(max_age_s=5.0)
-    outs = run(svc, [*announced(), book_frame(1, t=3600 * S), book_frame(2)])  # back one hour
-    assert [b.up_seq for b in of_kind(outs, "book")] == [1, 2]
-    assert svc.stats["watermark_resets"] == 1 and not rejected(svc)
-    assert svc.watermark == T0
+def test_a_publishers_clock_set_back_resets_its_watermark_after_confirm_frames(caplog):
+    svc = service(max_age_s=5.0)      # watermark_confirm_frames 5
+    hour = 3600 * S
+    ahead = [book_frame(i, t=hour + i * MS) for i in range(1, 6)]
+    back = [book_frame(i, t=i * MS) for i in range(6, 13)]   # the feed host's clock set back 1 h
+    with caplog.at_level(logging.WARNING, logger="hedgepipe.etl-filter"):
+        outs = run(svc, [*announced(ts_recv=T0 + hour), *ahead, *back])
+    # the first 5 frames back are an hour behind the watermark: stale (one marker), and they
+    # agree: the watermark restarts from them, and the next frames pass
+    assert [(b.up_seq, b.stale) for b in of_kind(outs, "book")] == [
+        (1, False), (2, False), (3, False), (4, False), (5, False), (6, True), (11, False),
+        (12, False)]
+    assert svc.stats["watermark_resets"] == 1 and rejected(svc) == {"rejected_stale": 5}
+    assert svc.registry.clocks["feed-deribit"].mark == T0 + 12 * MS
+    assert [r.src for r in caplog.records if getattr(r, "kind", "") == "watermark_reset"] == [
+        "feed-deribit"]
 
 
 # ---- spikes -------------------------------------------------------------------------------------
@@ -495,6 +638,27 @@ def test_a_spike_in_a_book_mid_is_rejected_marks_the_book_stale_and_a_real_move_
     assert svc.stats["stale_marked"] == 2
 
 
+def test_a_book_mid_trending_faster_than_the_limit_is_followed_after_two_refusals():
+    # The review's case: a mid rising 15% an update, each step beyond the spike limit (here 10%
+    # of 0.1: k 5 * the 2% floor), was refused and marked stale at every update until three
+    # equal values came: the desk was blind through the move.
+    svc = service(spike_confirm_ticks=3)
+
+    def book_at(seq: int, mid: float):
+        mid = round(mid / 0.0005) * 0.0005     # on tick, a spread of two ticks
+        return book_frame(seq, bids=[(round(mid - 0.0005, 4), 1.0)],
+                          asks=[(round(mid + 0.0005, 4), 1.0)])
+
+    steady = [book_at(i, 0.1) for i in range(1, 21)]
+    trend = [book_at(20 + i, 0.1 * 1.15 ** i) for i in range(1, 11)]      # 0.115 ... 0.4045
+    outs = run(svc, [*announced(), *steady, *trend])
+    books = of_kind(outs, "book")[20:]
+    assert [b.stale for b in books] == [True] + [False] * 8   # one marker for the two refused
+    assert [b.up_seq for b in books[1:]] == list(range(23, 31))
+    assert books[-1].mid == pytest.approx(0.4045)
+    assert rejected(svc) == {"rejected_spike": 2} and svc.stats["spike_confirmed"] >= 1
+
+
 def test_a_ticker_mid_spike_is_rejected_and_publishes_no_marker():
     svc = service()
     steady = [(md("ticker", OPTION), md_ticker(i + 1, bid=0.05, ask=0.051)) for i in range(10)]
@@ -534,9 +698,41 @@ def test_the_same_upstream_frame_twice_is_rejected():
 def test_a_publisher_restart_far_below_the_window_is_taken_as_a_reset():
     svc = service(dedup_window=8)
     frames = [book_frame(i) for i in range(1, 21)]
-    outs = run(svc, [*announced(), *frames, book_frame(1)])
+    outs = run(svc, [*announced(), *frames, book_frame(1, t=MS)])   # received after the others
     assert len(of_kind(outs, "book")) == 21
     assert svc.stats["upstream_resets"] == 1 and not rejected(svc)
+
+
+def test_a_restarted_publisher_whose_old_seqs_are_inside_the_window_is_a_reset():
+    # The review's case: 20 books, feed-deribit restarts (seq from 1 again), 20 books. The old
+    # high (20) is below dedup_window (1024), so its frames were all taken as duplicates.
+    svc = service()
+    before = [book_frame(i, t=i * MS) for i in range(1, 21)]
+    after = [book_frame(i, t=(100 + i) * MS) for i in range(1, 21)]
+    outs = run(svc, [*announced(), *before, *after, after[4]])   # and one copy of a new frame
+    assert len(of_kind(outs, "book")) == 40
+    assert svc.stats["upstream_resets"] == 1 and rejected(svc) == {"rejected_duplicate": 1}
+
+
+def test_a_restarted_feeds_instrument_republish_and_retirement_pass():
+    svc = service()
+    republished = [(md("instrument", OPTION), instrument(seq=i, ts_recv=T0 + i * 60 * S))
+                   for i in range(1, 4)]                                 # every 60 s
+    restarted = [(md("instrument", OPTION), instrument(seq=1, ts_recv=T0 + 200 * S)),
+                 (md("instrument", OPTION), instrument(seq=2, ts_recv=T0 + 201 * S, active=False))]
+    outs = run(svc, [*republished, *restarted])
+    assert [i.active for i in of_kind(outs, "instrument")] == [True, True, True, True, False]
+    assert svc.stats["upstream_resets"] == 1 and not rejected(svc)
+
+
+def test_copies_from_a_relay_lagging_more_than_the_window_are_refused_not_passed_as_resets():
+    svc = service(dedup_window=8)
+    live = [book_frame(i, t=i * MS) for i in range(1, 41)]
+    # a second path delivering the same frames 10 behind (each copy as stamped by the feed)
+    frames = [f for i in range(40) for f in ([live[i]] + ([live[i - 10]] if i >= 10 else []))]
+    outs = run(svc, [*announced(), *frames])
+    assert [b.up_seq for b in of_kind(outs, "book")] == list(range(1, 41))
+    assert rejected(svc) == {"rejected_duplicate": 30} and svc.stats["upstream_resets"] == 0
 
 
 def test_the_same_trade_id_twice_is_rejected_within_memory():
@@ -603,7 +799,7 @@ def test_topics_other_than_md_are_counted_and_ignored():
     hb = m.Heartbeat(name="x", pid=1, state="running", uptime_s=1.0, counters={}, src="x", seq=1)
     outs = run(svc, [("hb.feed-deribit", hb), ("clean.book.deribit." + OPTION, md_book(1, BIDS, ASKS))])
     assert outs == [] and svc.stats["ignored_topics"] == 2
-    assert svc.watermark == 0      # another daemon's heartbeat is not the stream's time
+    assert svc.registry.clocks == {}   # another daemon's heartbeat is not the stream's time
 
 
 def test_state_is_bounded_by_max_topics():
@@ -619,6 +815,9 @@ def test_state_is_bounded_by_max_topics():
     ({"kinds": ["option", "swap"]}, "kinds"),
     ({"tick_tolerance": 0.5}, "tick_tolerance"),
     ({"dedup_window": 0}, "dedup_window"),
+    ({"prime_from_redis": "maybe"}, "prime_from_redis"),
+    ({"watermark_jump_s": 0.0}, "watermark_jump_s"),
+    ({"watermark_confirm_frames": 0}, "watermark_confirm_frames"),
 ])
 def test_bad_config_is_a_clear_error(tmp_path, table, message):
     path = tmp_path / "h.toml"

@@ -85,6 +85,24 @@ def test_etl_filter_on_pipes_publishes_clean_frames_and_counts_rejections(short_
         assert kind in text
 
 
+@pytest.mark.parametrize("sets, tried_redis", [([], 0), (["--set", "prime_from_redis=true"], 1)])
+def test_on_a_pipe_it_does_not_prime_from_redis_unless_told_to(short_tmp, sets, tried_redis):
+    # `hedgepipe replay day --out - | etl-filter --in - --out -` must depend on the journal
+    # alone, not on what the live Redis holds. Forced, it tries (and finds no Redis here).
+    config = short_tmp / "hedgepipe.toml"
+    config.write_text(f'[runtime]\nrun_dir = "{short_tmp}/run"\n'
+                      f'[etl-filter]\nredis_url = "unix://{short_tmp}/no-redis.sock"\n')
+    env = {k: v for k, v in os.environ.items() if not k.startswith("HEDGEPIPE_") and k != "REDIS_URL"}
+    proc = subprocess.run([str(VENV_BIN / "etl-filter"), "--config", str(config), "--in", "-",
+                           "--out", "-", *sets], input=frame(md("instrument", OPTION), instrument()),
+                          capture_output=True, cwd=REPO, env=env, timeout=60)
+    assert proc.returncode == 0, proc.stderr.decode()
+    got = [(t.decode(), m.decode(t.decode(), p)) for t, p in FrameReader(1 << 20).feed(proc.stdout)]
+    counters = [msg for topic, msg in got if topic == "hb.etl-filter"][-1].counters
+    assert counters["prime_unavailable"] == tried_redis and counters["clean_instruments"] == 1
+    assert ("not primed from Redis: every input is a pipe" in proc.stderr.decode()) is not bool(sets)
+
+
 def test_help_names_the_rules():
     out = subprocess.run([str(VENV_BIN / "etl-filter"), "--help"], capture_output=True, text=True,
                          cwd=REPO, timeout=30)

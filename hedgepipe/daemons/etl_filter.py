@@ -4,7 +4,8 @@ Each rule (instrument universe, bad values, crossed/locked, off tick, stale, spi
 has its own ``rejected_<rule>`` counter and is logged once per kind. A book refused for its
 content publishes a stale marker once, so downstream stops trusting the previous clean book.
 The rules themselves are pure code in :mod:`hedgepipe.etl`; docs/etl-filter.md describes each,
-its config keys and the design decisions (the stream's watermark as the clock, the stale marker).
+its config keys and the design decisions (each publisher's watermark as the clock, the stale
+marker).
 """
 
 from __future__ import annotations
@@ -26,6 +27,7 @@ from ..etl.rules import levels_problem, positive_problem, ticker_problem, trade_
 from ..etl.spike import CONFIRMED, SPIKE, SpikeRule, confirmed_elsewhere
 from ..etl.topics import Registry, TopicState
 from ..etl.universe import NEVER, InstrumentState, Universe, definition_problem
+from ..etl.watermark import SourceClock, Watermarks
 from ..logs import OncePerKind
 from ..messages import Instrument
 from ..runtime import Service
@@ -60,8 +62,12 @@ class EtlFilterConfig(DaemonConfig):
     #: How far off the tick grid a price may be, as a fraction of a tick (float noise).
     tick_tolerance: Annotated[float, msgspec.Meta(ge=0.0, lt=0.5)] = 1e-6
     reject_locked: bool = True
-    #: Reject data whose ts_event is older than this behind the stream's watermark; 0 = off.
+    #: Reject data older than this behind its publisher's watermark (rule 5); 0 = off.
     max_age_s: NonNegative = 5.0
+    #: A ts_recv further than this from its src's watermark moves it only once
+    #: watermark_confirm_frames consecutive frames agree the clock moved.
+    watermark_jump_s: Annotated[float, msgspec.Meta(gt=0.0)] = 1.0
+    watermark_confirm_frames: AtLeastOne = 5
     #: Spike rule: reject |x - median| > k * max(MAD, floor); spike_k = 0 turns it off.
     spike_k: NonNegative = 5.0
     spike_window: AtLeastOne = 20
@@ -69,7 +75,7 @@ class EtlFilterConfig(DaemonConfig):
     #: The floor is at least this fraction of the median (index prices; book/ticker mids).
     spike_min_rel_index: NonNegative = 0.001
     spike_min_rel_mid: NonNegative = 0.02
-    #: A move is real once this many consecutive values agree on it.
+    #: A move (a jump, a trend) is real once this many consecutive values are consistent with it.
     spike_confirm_ticks: AtLeastOne = 3
     #: ...or, for an index, once another source of that index saw the level this recently.
     spike_source_max_age_s: NonNegative = 5.0
@@ -77,12 +83,13 @@ class EtlFilterConfig(DaemonConfig):
     dedup_window: Annotated[int, msgspec.Meta(ge=1, le=65_536)] = 1024
     #: Trade ids remembered per instrument.
     trade_id_memory: AtLeastOne = 4096
-    #: Topics (and instruments) with state kept; beyond it the oldest is forgotten.
+    #: Topics (and instruments, src clocks) with state kept; beyond it the oldest is forgotten.
     max_topics: AtLeastOne = 200_000
     #: On start, learn the instruments store-writer holds in Redis (a restart does not wait
     #: for the feed's next republish). Redis: REDIS_URL, else this, else store-writer's
-    #: embedded server under run_dir (hedgepipe.state).
-    prime_from_redis: bool = True
+    #: embedded server under run_dir (hedgepipe.state). "auto": unless every input is "-" (a
+    #: pipe: a replay or a debugging session, whose output must depend on the stream alone).
+    prime_from_redis: Literal["auto"] | bool = "auto"
     redis_url: str = ""
 
 
@@ -92,10 +99,8 @@ STAT_NAMES = (
     "rejected_off_tick", "rejected_stale", "rejected_spike", "rejected_duplicate",
     "rejected_unknown_instrument", "rejected_topic_mismatch", "stale_passed", "stale_marked",
     "moneyness_unknown", "spike_confirmed", "spike_cross_source", "upstream_resets",
-    "watermark_resets", "ignored_topics", "instruments_primed", "prime_unavailable",
-    "topics_evicted")
-#: A ts_recv this far behind the watermark is a clock that jumped back, not old data.
-WATERMARK_RESET_NS = 60 * 1_000_000_000
+    "watermark_resets", "watermark_outliers", "ignored_topics", "instruments_primed",
+    "prime_unavailable", "topics_evicted")
 
 
 class EtlFilterService(Service):
@@ -122,20 +127,27 @@ class EtlFilterService(Service):
         self.source_age_ns = int(config.spike_source_max_age_s * 1e9)
         self.dedup_width = config.dedup_window
         self.dedup_mask = (1 << config.dedup_window) - 1
-        #: The stream's clock: the highest ts_recv seen (docs/etl-filter.md, rule 5).
-        self.watermark = 0
+        #: The clock: one watermark per upstream src (docs/etl-filter.md, rule 5).
+        self.jump_ns = int(config.watermark_jump_s * 1e9)
+        self.watermarks = Watermarks(self.jump_ns, config.watermark_confirm_frames)
         self.stats = dict.fromkeys(STAT_NAMES, 0)
         self.once = OncePerKind(log)
         self.registry = Registry(self.universe, self.spikes, config.trade_id_memory,
                                  config.max_topics)
         self._topics = self.registry.topics
+        self._clocks = self.registry.clocks
         self._handlers = {"book": self._book, "ticker": self._ticker, "trade": self._trade,
                           "index": self._index, "instrument": self._instrument}
 
     # ---- entry points ---------------------------------------------------------------------
 
     def on_start(self):
-        if not self.config.prime_from_redis:
+        prime = self.config.prime_from_redis
+        if prime == "auto" and self.reads_pipes_only():
+            log.info("instruments not primed from Redis: every input is a pipe (--in -), so the "
+                     "output depends on the stream alone; --set prime_from_redis=true forces it")
+            return ()
+        if not prime:
             return ()
         try:
             state = load_state(["md.instrument"], run_dir=self.run_dir, url=self.config.redis_url,
@@ -148,6 +160,11 @@ class EtlFilterService(Service):
                                         if isinstance(msg, Instrument) and msg.active])
         log.info("instruments primed from Redis", extra={"instruments": taken})
         return ()
+
+    def reads_pipes_only(self) -> bool:
+        """Every input is "-": a replay or a debugging session piped in, not the live bus."""
+        inputs = self.config.inputs
+        return bool(inputs) and all(endpoint == "-" for endpoint in inputs)
 
     def prime_instruments(self, instruments: list[Instrument]) -> int:
         """Know these instruments before their md.instrument frames come (a late start: the
@@ -174,32 +191,48 @@ class EtlFilterService(Service):
             self.once("ignored_topic", "topic not taken by etl-filter (want md.<kind>.<venue>."
                       "<name>, kind one of book, ticker, trade, index, instrument)", topic=topic)
             return ()
-        ts = msg.ts_recv
-        if ts > self.watermark:
-            self.watermark = ts
-        elif ts and self.watermark - ts > WATERMARK_RESET_NS:
-            self._watermark_reset(ts, topic)
-        seen = st.observe(msg.src, msg.seq, self.dedup_width, self.dedup_mask)
-        if seen:
-            if seen == DUPLICATE:
-                return self._reject(st, msg, "duplicate", f"{msg.src} seq {msg.seq} seen before")
-            if seen == RESET:
-                self.stats["upstream_resets"] += 1
-        return st.handle(st, msg)
+        src, ts = msg.src, msg.ts_recv
+        window = st.seqs.get(src)  # TopicState.observe, one call less on the hot path
+        seen = (window.observe(msg.seq, ts, self.dedup_width, self.dedup_mask) if window is not None
+                else st.observe(src, msg.seq, ts, self.dedup_width, self.dedup_mask))
+        if seen:  # before the clock: a copy is not news of the time
+            if seen != RESET:
+                return self._reject(st, msg, "duplicate", (
+                    f"{src} seq {msg.seq} seen before" if seen == DUPLICATE else
+                    f"{src} seq {msg.seq} is dedup_window or more below the highest seq and "
+                    f"received no later: an old copy"))
+            self.stats["upstream_resets"] += 1
+        # The frame's time: its src's watermark, or its own ts_recv when later. The usual case
+        # (within watermark_jump_s of the mark, no run of frames off it) inline; Watermarks.time_of
+        # is the whole rule.
+        clock = self._clocks.get(src) or self._new_clock(src)
+        mark = clock.mark
+        if ts > mark:
+            if ts - mark <= self.jump_ns and not clock.run:
+                clock.mark = ts
+                return st.handle(st, msg, ts)
+        elif mark - ts <= self.jump_ns and not clock.run:
+            return st.handle(st, msg, mark)
+        return st.handle(st, msg, self._time_of(clock, src, ts, topic))
 
     # ---- per kind -------------------------------------------------------------------------
 
-    def _book(self, st: TopicState, msg):
+    def _book(self, st: TopicState, msg, now: int):
         ist = st.inst or self.registry.link(st)
-        why = self._data_problem(st, ist, msg.venue, msg.instrument)
+        why = self._data_problem(st, ist, msg.venue, msg.instrument, now)
         if why is not None:
+            if why[0] == "universe" and st.last_bids is not None:
+                # It had clean books and has left the universe (the band or the expiry window
+                # moved, it was retired): downstream must stop trusting the last one.
+                return self._reject_book(st, msg, *why)
             return self._reject(st, msg, *why)
         if msg.stale:  # the feed lost the book: say so downstream, levels dropped (untrusted)
             st.marked = True
             self.stats["stale_passed"] += 1
             return ((st.out, stale_book(msg, self.clock.time_ns())),)
-        if self.max_age_ns and self.watermark - msg.ts_event > self.max_age_ns:
-            return self._reject_book(st, msg, "stale", self._age(msg))
+        ts_event, ts_recv = msg.ts_event, msg.ts_recv
+        if self.max_age_ns and now - (ts_event if ts_event < ts_recv else ts_recv) > self.max_age_ns:
+            return self._reject_book(st, msg, "stale", self._age(msg, now))
         bids, asks = msg.bids, msg.asks
         tol = self.tolerance
         # A side equal to the last clean book's (checked with the same definition) is good: most
@@ -227,19 +260,20 @@ class EtlFilterService(Service):
         self.stats["clean_books"] += 1
         return ((st.out, clean_book(msg, fields, self.clock.time_ns())),)
 
-    def _instrument_data_problem(self, st: TopicState, ist, msg):
+    def _instrument_data_problem(self, st: TopicState, ist, msg, now: int):
         """Why a ticker or trade is refused before its own values are looked at (universe,
         unknown instrument, topic mismatch, stale), as ``(rule, detail)``; None to go on."""
-        why = self._data_problem(st, ist, msg.venue, msg.instrument)
+        why = self._data_problem(st, ist, msg.venue, msg.instrument, now)
         if why is not None:
             return why
-        if self.max_age_ns and self.watermark - msg.ts_event > self.max_age_ns:
-            return "stale", self._age(msg)
+        ts_event, ts_recv = msg.ts_event, msg.ts_recv
+        if self.max_age_ns and now - (ts_event if ts_event < ts_recv else ts_recv) > self.max_age_ns:
+            return "stale", self._age(msg, now)
         return None
 
-    def _ticker(self, st: TopicState, msg):
+    def _ticker(self, st: TopicState, msg, now: int):
         ist = st.inst or self.registry.link(st)
-        why = self._instrument_data_problem(st, ist, msg)
+        why = self._instrument_data_problem(st, ist, msg, now)
         if why is not None:
             return self._reject(st, msg, *why)
         problem = ticker_problem(msg, ist.tick, ist.steps, self.tolerance)
@@ -257,9 +291,9 @@ class EtlFilterService(Service):
         self.stats["clean_tickers"] += 1
         return ((st.out, clean_ticker(msg, fields, self.clock.time_ns())),)
 
-    def _trade(self, st: TopicState, msg):
+    def _trade(self, st: TopicState, msg, now: int):
         ist = st.inst or self.registry.link(st)
-        why = self._instrument_data_problem(st, ist, msg)
+        why = self._instrument_data_problem(st, ist, msg, now)
         if why is not None:
             return self._reject(st, msg, *why)
         problem = trade_problem(msg, ist.tick, ist.steps, self.tolerance)
@@ -270,14 +304,15 @@ class EtlFilterService(Service):
         self.stats["clean_trades"] += 1
         return ((st.out, clean_trade(msg, self.clock.time_ns())),)
 
-    def _index(self, st: TopicState, msg):
+    def _index(self, st: TopicState, msg, now: int):
         if msg.venue != st.venue or msg.name != st.name:
             return self._reject(st, msg, "topic_mismatch", f"payload {msg.venue}/{msg.name}")
         if not st.allowed:
             return self._reject(st, msg, "universe", f"index {msg.name}: currency not in "
                                 f"{sorted(self.universe.currencies)}")
-        if self.max_age_ns and self.watermark - msg.ts_event > self.max_age_ns:
-            return self._reject(st, msg, "stale", self._age(msg))
+        ts_event, ts_recv = msg.ts_event, msg.ts_recv
+        if self.max_age_ns and now - (ts_event if ts_event < ts_recv else ts_recv) > self.max_age_ns:
+            return self._reject(st, msg, "stale", self._age(msg, now))
         problem = positive_problem(msg.price, "price")
         if problem is not None:
             return self._reject(st, msg, *problem)
@@ -288,7 +323,7 @@ class EtlFilterService(Service):
         self.stats["clean_indexes"] += 1
         return ((st.out, clean_index(msg, self.clock.time_ns())),)
 
-    def _instrument(self, st: TopicState, msg: Instrument):
+    def _instrument(self, st: TopicState, msg: Instrument, now: int):
         if msg.venue != st.venue or msg.name != st.name:
             return self._reject(st, msg, "topic_mismatch", f"payload {msg.venue}/{msg.name}")
         problem = definition_problem(msg)
@@ -300,7 +335,7 @@ class EtlFilterService(Service):
         if msg.active:
             if ist.static_reason is not None:
                 return self._reject(st, msg, "universe", ist.static_reason)
-            if self.watermark >= (msg.expiry_ns or NEVER):
+            if now >= (msg.expiry_ns or NEVER):
                 return self._reject(st, msg, "universe", "expired")
         self.stats["clean_instruments"] += 1
         return ((st.out, clean_instrument(msg, self.clock.time_ns())),)
@@ -308,17 +343,17 @@ class EtlFilterService(Service):
     # ---- rules shared by the kinds ----------------------------------------------------------
 
     def _data_problem(self, st: TopicState, ist: InstrumentState | None, venue: str,
-                      name: str) -> tuple[str, str] | None:
+                      name: str, now: int) -> tuple[str, str] | None:
         """Rules 2-4 of a book, ticker or trade: unknown instrument, topic/payload mismatch,
-        outside the universe (the moneyness band inline: it is on every option's path)."""
+        outside the universe at stream time ``now`` (the moneyness band inline: it is on every
+        option's path)."""
         if ist is None:
             return "unknown_instrument", f"no md.instrument for {st.venue}/{st.name} yet"
         if name != st.name or venue != st.venue:
             return "topic_mismatch", f"payload {venue}/{name}"
         universe = self.universe
-        wm = self.watermark
-        if ist.static_reason is not None or not ist.valid_from <= wm < ist.valid_until:
-            return "universe", universe.outside(ist, wm)
+        if ist.static_reason is not None or not ist.valid_from <= now < ist.valid_until:
+            return "universe", universe.outside(ist, now)
         if ist.strike is None or not universe.band:
             return None
         ref = universe.references.get(ist.base)
@@ -387,9 +422,9 @@ class EtlFilterService(Service):
         self.stats["stale_marked"] += 1
         return ((st.out, stale_book(msg, self.clock.time_ns())),)
 
-    def _age(self, msg) -> str:
-        return (f"ts_event {(self.watermark - msg.ts_event) / 1e9:.3f} s behind the watermark "
-                f"(max_age_s {self.config.max_age_s})")
+    def _age(self, msg, now: int) -> str:
+        return (f"ts_event {(now - msg.ts_event) / 1e9:.3f} s, ts_recv {(now - msg.ts_recv) / 1e9:.3f} s "
+                f"behind {msg.src}'s watermark (max_age_s {self.config.max_age_s})")
 
     # ---- state --------------------------------------------------------------------------------
 
@@ -399,12 +434,29 @@ class EtlFilterService(Service):
         self.stats["topics_evicted"] = self.registry.evicted
         return st
 
-    def _watermark_reset(self, ts: int, topic: str) -> None:
-        self.stats["watermark_resets"] += 1
-        self.once("watermark_reset", "ts_recv went back by more than 60 s: taken as a clock "
-                  "that jumped back; the watermark restarts from it", topic=topic,
-                  back_s=round((self.watermark - ts) / 1e9, 3))
-        self.watermark = ts
+    def _new_clock(self, src: str) -> SourceClock:
+        clock = self.registry.clock(src)
+        self.stats["topics_evicted"] = self.registry.evicted
+        return clock
+
+    def _time_of(self, clock: SourceClock, src: str, ts: int, topic: str) -> int:
+        """A frame off its src's watermark, or during a run of such frames: the time to judge it
+        at (hedgepipe.etl.watermark); a bad stamp or a clock set back counted and logged."""
+        marks = self.watermarks
+        mark, resets, outliers = clock.mark, marks.resets, marks.outliers
+        now = marks.time_of(clock, ts)
+        if marks.outliers != outliers:
+            self.stats["watermark_outliers"] = marks.outliers
+            self.once("watermark_outlier", f"{src}: ts_recv more than watermark_jump_s ahead of its "
+                      "watermark, not confirmed by the frames after it (a bad stamp): judged on "
+                      "its own stamps, the watermark held", src=src, topic=topic)
+        if marks.resets != resets:
+            self.stats["watermark_resets"] = marks.resets
+            self.once("watermark_reset", f"{src}'s ts_recv went back: "
+                      f"{self.config.watermark_confirm_frames} frames in a row agree, so its "
+                      "clock was set back; the watermark restarts from them", topic=topic,
+                      src=src, back_s=round((mark - clock.mark) / 1e9, 3))
+        return now
 
 
 main = daemon_command(EtlFilterService)

@@ -14,13 +14,25 @@ A value equal to the last accepted one is not judged: a repeat is not a spike (a
 amounts changed but not its best prices, a ticker republished unchanged: the common case, kept
 cheap). It still enters the window, like every accepted value, and clears a pending move.
 
-It must not freeze on a real jump. A rejected value becomes *pending*; the next rejected values
-that agree with the first pending one (within the same distance, ``k * max(MAD, floor)``) are
-added to it, a value that disagrees starts a new pending move, and an accepted value clears it.
-When ``confirm`` values are pending the move is real: the last one is accepted (CONFIRMED) and
-the window re-bases on the pending values, so the new level is the median from then on. The
-daemon can also accept a value confirmed elsewhere (another source of the same index at the
-same level) with :meth:`SpikeRule.rebase`.
+It must not freeze on a real move, a jump or a trend. A rejected value starts a *pending move*;
+each next rejected value continues it when it is consistent with the previous pending value:
+
+- on the same side of the median, and
+- not back towards the median by more than the limit ``k * max(MAD, floor)`` (noise), and
+- not further from the previous pending value than the limit plus the step that reached it
+  (a move keeps its pace, or gathers it gradually; a leap beyond that is a new spike).
+
+A value that is not consistent starts a new pending move; an accepted value ends it. When
+``confirm`` values are pending the move is real: the last one is accepted (CONFIRMED) and the
+window re-bases on the pending values, so the new level is the median from then on. A confirmed
+move stays confirmed while it goes on: a value rejected against the re-based window that is
+consistent with the last one is accepted at once (CONFIRMED) and enters the window, whose MAD
+then learns the move's pace; the move ends at the first value the window accepts, or one that
+is not consistent. So a jump-and-stay and a trend (a mid rising 15% an update: every step
+larger than the limit) both cost ``confirm - 1`` rejected values, while a one-off spike (the next
+value back near the median), a bounce from side to side, a spike decaying back or an escalation
+of ever bigger leaps never confirm. The daemon can also accept a value confirmed elsewhere
+(another source of the same index at the same level) with :meth:`SpikeRule.rebase`.
 
 Cost: the window is kept sorted (bisect), so the median is one index; the MAD (a sort) is only
 computed for a value already beyond ``k * floor`` from the median, which is rare.
@@ -37,13 +49,16 @@ CONFIRMED = 2
 
 
 class SpikeWindow:
-    __slots__ = ("values", "ordered", "pending", "last")
+    __slots__ = ("values", "ordered", "pending", "last", "up", "step", "moving")
 
     def __init__(self, size: int):
         self.values: deque[float] = deque(maxlen=size)  # arrival order, for eviction
         self.ordered: list[float] = []                  # the same values, sorted
         self.pending: list[float] = []                  # rejected values of a move not yet confirmed
         self.last: float | None = None                  # the last value accepted
+        self.up = False                                 # the pending move's side of the median
+        self.step = 0.0                                 # the step that reached pending[-1]
+        self.moving = False                             # pending[-1] ends a confirmed move
 
     def median(self) -> float | None:
         n = len(self.ordered)
@@ -89,9 +104,9 @@ class SpikeRule:
                         scale = mad
                     if dev > self.k * scale:
                         self.threshold = self.k * scale
-                        return self._pending(w, x)
+                        return self._pending(w, x, median)
         if w.pending:
-            w.pending.clear()
+            self._accepted_in_move(w, x, min_rel, floor)
         # _push, inlined (every accepted value's path); a repeat evicting its own value leaves
         # the sorted list as it is
         values = w.values
@@ -115,15 +130,56 @@ class SpikeRule:
         insort(w.ordered, x)
         w.last = x
 
-    def _pending(self, w: SpikeWindow, x: float) -> int:
+    def _pending(self, w: SpikeWindow, x: float, median: float) -> int:
+        """A rejected value: it continues the pending move or starts a new one (module doc)."""
         pending = w.pending
-        if pending and abs(x - pending[0]) > self.threshold:
+        limit = self.threshold
+        if pending:
+            up = w.up
+            step = x - pending[-1] if up else pending[-1] - x  # > 0 goes on, < 0 goes back
+            if (x > median) is up and -limit <= step <= limit + w.step:
+                if step > 0.0:
+                    w.step = step
+                if w.moving:  # a confirmed move going on: accepted, and the window learns it
+                    pending[-1] = x
+                    self._push(w, x)
+                    return CONFIRMED
+                pending.append(x)
+                return self._confirm(w) if len(pending) >= self.confirm else SPIKE
             pending.clear()  # not the same move: this one starts a new one
+        w.moving = False
+        w.up = x > median
         pending.append(x)
-        if len(pending) >= self.confirm:
-            self.rebase(w, pending)
-            return CONFIRMED
-        return SPIKE
+        last = w.last if w.last is not None else median
+        w.step = x - last if x > last else last - x
+        return self._confirm(w) if len(pending) >= self.confirm else SPIKE
+
+    def _accepted_in_move(self, w: SpikeWindow, x: float, min_rel: float, floor: float) -> None:
+        """The window accepted ``x`` during a pending move: a move not yet confirmed was a
+        spike, and is over; a confirmed one goes on while the values keep its direction and
+        the window's median has not caught up with them (``x`` beyond ``k`` floors of it)."""
+        pending = w.pending
+        if w.moving:
+            step = x - pending[-1] if w.up else pending[-1] - x
+            median = w.median()
+            scale = min_rel * (median if median > 0.0 else -median)
+            if step >= 0.0 and abs(x - median) > self.k * (scale if scale > floor else floor):
+                pending[-1] = x
+                if step > 0.0:
+                    w.step = step
+                return
+        pending.clear()
+        w.moving = False
+
+    def _confirm(self, w: SpikeWindow) -> int:
+        """``confirm`` values agree: the move is real; the window re-bases on them, and the move
+        stays confirmed while it goes on."""
+        step = w.step
+        self.rebase(w, w.pending)
+        w.pending.append(w.last)  # the move's last value, for the next one to go on from
+        w.step = step
+        w.moving = True
+        return CONFIRMED
 
     def rebase(self, w: SpikeWindow, values: list[float]) -> None:
         """Forget the old level: the window becomes ``values`` (padded with the last one up to
@@ -133,6 +189,7 @@ class SpikeRule:
         w.values.clear()
         w.ordered.clear()
         w.pending.clear()
+        w.moving = False
         for v in values:
             self._push(w, v)
 

@@ -1,5 +1,6 @@
-"""etl-filter's state: per topic (found with one dict lookup per message) and per instrument,
-every table bounded (beyond ``max_entries`` the oldest entry is forgotten and counted)."""
+"""etl-filter's state: per topic (found with one dict lookup per message), per instrument and
+per upstream publisher (its clock), every table bounded (beyond ``max_entries`` the oldest entry
+is forgotten and counted)."""
 
 from __future__ import annotations
 
@@ -8,6 +9,7 @@ from hedgepipe.messages import Instrument
 from .dedup import NEW, RecentIds, SeqWindow
 from .spike import SpikeRule
 from .universe import InstrumentState, Universe, index_base
+from .watermark import SourceClock
 
 #: The md kinds etl-filter takes (``md.<kind>.<venue>.<name>``).
 KINDS = frozenset(("book", "ticker", "trade", "index", "instrument"))
@@ -39,19 +41,21 @@ class TopicState:
         self.last_asks: list | None = None
         self.checked_with: Instrument | None = None
 
-    def observe(self, src: str, seq: int, width: int, mask: int) -> int:
-        """dedup NEW, DUPLICATE or RESET for this topic's frame (``src``, ``seq``)."""
+    def observe(self, src: str, seq: int, ts_recv: int, width: int, mask: int) -> int:
+        """dedup NEW, DUPLICATE, RESET or BEHIND for this topic's frame (``src``, ``seq``,
+        ``ts_recv``)."""
         window = self.seqs.get(src)
         if window is None:
             if len(self.seqs) >= MAX_SRCS_PER_TOPIC:
                 self.seqs.clear()
-            self.seqs[src] = SeqWindow(seq)
+            self.seqs[src] = SeqWindow(seq, ts_recv)
             return NEW
-        return window.observe(seq, width, mask)
+        return window.observe(seq, ts_recv, width, mask)
 
 
 class Registry:
-    """Topics, instruments (by venue and name) and index peers (by index name)."""
+    """Topics, instruments (by venue and name), index peers (by index name) and upstream
+    publishers' clocks (by ``src``)."""
 
     def __init__(self, universe: Universe, spikes: SpikeRule | None, trade_id_memory: int,
                  max_entries: int):
@@ -63,6 +67,8 @@ class Registry:
         self.instruments: dict[tuple[str, str], InstrumentState] = {}
         #: index name -> source -> (latest value that passed the value rules, its ts_event)
         self.peers: dict[str, dict[str, tuple[float, int]]] = {}
+        #: upstream src -> its watermark (hedgepipe.etl.watermark)
+        self.clocks: dict[str, SourceClock] = {}
         self.evicted = 0
 
     def topic(self, topic: str) -> TopicState:
@@ -81,6 +87,10 @@ class Registry:
             if st.peers is None:
                 st.peers = self._remember(self.peers, st.name, {})
         return self._remember(self.topics, topic, st)
+
+    def clock(self, src: str) -> SourceClock:
+        """The new clock of a publisher not seen before."""
+        return self._remember(self.clocks, src, SourceClock())
 
     def link(self, st: TopicState) -> InstrumentState | None:
         """The topic's instrument, once its definition is known."""

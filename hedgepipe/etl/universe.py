@@ -2,8 +2,8 @@
 
 Static parts, judged when an instrument is announced (``md.instrument``): its currency (base or
 settlement currency in ``currencies``) and its kind (in ``kinds``); an empty list allows all.
-Dynamic parts, judged on every book, ticker and trade, at the stream's time (the watermark,
-see docs/etl-filter.md): the expiry window (days to expiry in [``min_expiry_days``,
+Dynamic parts, judged on every book, ticker and trade, at the stream's time (its publisher's
+watermark, :mod:`.watermark`): the expiry window (days to expiry in [``min_expiry_days``,
 ``max_expiry_days``], 0 = no limit; past expiry is always outside) and, for options, the
 moneyness band (strike / reference price of the base in [``moneyness_min``, ``moneyness_max``],
 0 = that side open). The reference is the latest accepted ``*_usd`` index of the base: the
