@@ -25,7 +25,6 @@ See docs/journal.md.
 from __future__ import annotations
 
 import datetime as dt
-import fcntl
 import gzip
 import os
 import queue
@@ -39,6 +38,7 @@ from pathlib import Path
 from typing import Callable, Iterator, NamedTuple
 
 from .errors import EX_DATAERR, EX_NOINPUT, HedgepipeError
+from .procs import LockHeld, take_pid_lock
 
 MAGIC = b"HPJRNL1\n"
 MARK = b"\xf1J"
@@ -213,18 +213,12 @@ class JournalWriter:
             probe = self.root / ".write-probe"
             probe.write_bytes(b"")
             probe.unlink()
-            lock_fd = os.open(self.root / _LOCK_NAME, os.O_RDWR | os.O_CREAT, 0o644)
+            lock_fd = take_pid_lock(self.root / _LOCK_NAME)
+        except LockHeld as held:
+            raise JournalError(f"journal directory {self.root} is in use by another writer "
+                               f"(pid {held.holder})") from None
         except OSError as exc:
             raise JournalError(f"journal directory {self.root} is not writable: {exc}") from None
-        try:
-            fcntl.flock(lock_fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except OSError:
-            holder = os.pread(lock_fd, 32, 0).decode(errors="replace").strip() or "?"
-            os.close(lock_fd)
-            raise JournalError(f"journal directory {self.root} is in use by another writer "
-                               f"(pid {holder})") from None
-        os.ftruncate(lock_fd, 0)
-        os.pwrite(lock_fd, f"{os.getpid()}\n".encode(), 0)
         self._lock_fd = lock_fd
         self._compressor = threading.Thread(target=self._compress_loop, name="journal-gzip", daemon=True)
         self._compressor.start()

@@ -23,7 +23,10 @@ class EchoService(Service):
 
     def on_message(self, topic, msg):
         if self.config.delay_ms:
-            time.sleep(self.config.delay_ms / 1000)  # simulated work, not synchronisation
+            # Simulated work (CPU busy until a deadline), so a drain has frames queued to prove.
+            busy_until = time.monotonic() + self.config.delay_ms / 1000
+            while time.monotonic() < busy_until:
+                pass
         if getattr(msg, "instrument", None) == "BOOM":
             raise ValueError("BOOM instrument")
         if topic.startswith("hb."):

@@ -22,7 +22,6 @@ by a PING on the socket, when it answers.
 
 from __future__ import annotations
 
-import fcntl
 import logging
 import os
 import signal
@@ -34,7 +33,7 @@ from typing import Callable
 
 import redis
 
-from ..procs import pid_alive
+from ..procs import LockHeld, pid_alive, take_pid_lock
 from ..errors import ConfigError, UpstreamError
 
 log = logging.getLogger("hedgepipe.store.embedded")
@@ -281,20 +280,14 @@ class EmbeddedRedis:
     def _lock(self) -> None:
         """Hold ``redis.lock`` (flock, released by the kernel however this process ends)."""
         try:
-            fd = os.open(self.lockfile, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o644)
-        except OSError as exc:
-            raise ConfigError(f"embedded Redis: cannot open {self.lockfile}: {exc.strerror}") from None
-        try:
-            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            holder = os.pread(fd, 32, 0).decode(errors="replace").strip() or "unknown"
-            os.close(fd)
+            fd = take_pid_lock(self.lockfile)
+        except LockHeld as held:
             raise UpstreamError(
-                f"embedded Redis on {self.socket} belongs to a running store-writer (pid {holder}, "
+                f"embedded Redis on {self.socket} belongs to a running store-writer (pid {held.holder}, "
                 f"holding {self.lockfile}): give this one its own run_dir "
                 "(HEDGEPIPE_RUNTIME__RUN_DIR=/tmp/other) or a Redis URL (REDIS_URL)") from None
-        os.ftruncate(fd, 0)
-        os.pwrite(fd, f"{os.getpid()}\n".encode(), 0)
+        except OSError as exc:
+            raise ConfigError(f"embedded Redis: cannot open {self.lockfile}: {exc.strerror}") from None
         self._lock_fd = fd
 
     def _unlock(self) -> None:
