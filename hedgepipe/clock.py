@@ -6,6 +6,13 @@ import time
 from datetime import datetime, timedelta, timezone
 
 _EPOCH = datetime(1970, 1, 1, tzinfo=timezone.utc)
+MONTHS = ["JAN", "FEB", "MAR", "APR", "MAY", "JUN", "JUL", "AUG", "SEP", "OCT", "NOV", "DEC"]
+
+
+def expiry_code(expiry_ms: int) -> str:
+    """``27DEC26``: the expiry as Deribit writes it in instrument names (day without a leading zero)."""
+    day = datetime.fromtimestamp(expiry_ms / 1000, tz=timezone.utc)
+    return f"{day.day}{MONTHS[day.month - 1]}{day.year % 100:02d}"
 
 
 def iso_to_ns(text: str) -> int:

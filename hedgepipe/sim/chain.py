@@ -22,10 +22,11 @@ import time
 from pathlib import Path
 from typing import Callable
 
+from ..clock import expiry_code
 from ..errors import ConfigError
 from .book import Book
 from .generated import GeneratedMarket, Quoted
-from .market import PERPETUAL_EXPIRY_MS, expiry_code, option_name
+from .market import PERPETUAL_EXPIRY_MS, option_name
 
 log = logging.getLogger("hedgepipe.sim")
 WEEK_MS = 7 * 86_400_000

@@ -19,9 +19,10 @@ import abc
 import datetime as dt
 import time
 
+from ..clock import expiry_code
+
 Event = tuple[str, object]
 INDEX_NAMES = {"btc_usd": "BTC", "eth_usd": "ETH"}
-MONTHS = ["JAN", "FEB", "MAR", "APR", "MAY", "JUN", "JUL", "AUG", "SEP", "OCT", "NOV", "DEC"]
 PERPETUAL_EXPIRY_MS = 32503708800000  # what Deribit lists for perpetuals (year 3000)
 
 
@@ -81,12 +82,6 @@ def channel_key(channel: str) -> str | None:
     if len(parts) == 3 and parts[0] in ("book", "ticker", "trades") and parts[2] in ("raw", "100ms"):
         return f"{parts[0]}.{parts[1]}"
     return None
-
-
-def expiry_code(expiry_ms: int) -> str:
-    """``27DEC26``: day without a leading zero, as in Deribit instrument names."""
-    day = dt.datetime.fromtimestamp(expiry_ms / 1000, tz=dt.timezone.utc)
-    return f"{day.day}{MONTHS[day.month - 1]}{day.year % 100:02d}"
 
 
 def friday_expiries(now_ms: int, weeklies: int = 2, monthlies: int = 2, quarterlies: int = 2,

@@ -16,7 +16,8 @@ from typing import Callable
 
 from .book import Book
 from .generated import GeneratedMarket, Quoted
-from .market import PERPETUAL_EXPIRY_MS, expiry_code, friday_expiries, option_name
+from ..clock import expiry_code
+from .market import PERPETUAL_EXPIRY_MS, friday_expiries, option_name
 
 START_SPOT = {"BTC": 100_000.0, "ETH": 3_500.0}
 FUTURE_FACTS = {"BTC": {"tick_size": 2.5, "perp_tick": 0.5, "contract_size": 10.0, "min_trade_amount": 10.0},
