@@ -39,6 +39,18 @@ class UpstreamError(HedgepipeError):
     exit_code = EX_UNAVAILABLE
 
 
+class DataError(HedgepipeError):
+    """An input file is not what the command reads (a chain file with a bad row)."""
+
+    exit_code = EX_DATAERR
+
+
+class InputMissing(HedgepipeError):
+    """An input file given on the command line cannot be opened."""
+
+    exit_code = EX_NOINPUT
+
+
 class StorageError(HedgepipeError):
     """A directory or file the process must write cannot be created (journal directory)."""
 

@@ -179,6 +179,86 @@ class CleanIndex(Index):
     ts_clean: int = 0
 
 
+# ---- signal.* and order.*: what strategies publish (docs/strategy-box.md) -----------------------
+
+
+class SignalLeg(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
+    """One order a signal would send: options in contracts at a BTC price, futures in USD."""
+
+    instrument: str
+    side: Literal["buy", "sell"]
+    #: The price of the quote it would trade (the ask when buying, the bid when selling).
+    price: float
+    #: Contracts for options; USD notional for futures and perpetuals.
+    amount: float
+    kind: Literal["option", "future", "perpetual"] = "option"
+
+
+class BoxSignal(Envelope, kw_only=True):
+    """A box spread, reversal or conversion worth trading: its open, updates and close.
+
+    ``opp_id`` is the same for one structure (venue, expiry, strikes, side) every time it
+    appears; ``event`` says where it is in its lifecycle and ``reason`` why it closed.
+    Money fields are USD at expiry: ``edge_usd`` per contract after option and hedge fees,
+    ``total_usd`` for ``size`` contracts.
+    """
+
+    opp_id: str
+    event: Literal["open", "update", "close"]
+    reason: str = ""
+    venue: str
+    base: str
+    expiry: str
+    expiry_ns: int
+    structure: Literal["long", "short", "reversal", "conversion"]
+    k1: float
+    k2: float | None = None
+    legs: list[SignalLeg]
+    #: The future (or perpetual) order that locks the USD result; None when none is needed.
+    hedge: SignalLeg | None = None
+    #: True when the hedge is the expiry's own future; False for the perpetual (basis risk).
+    hedge_exact: bool = True
+    edge_usd: float
+    size: float
+    total_usd: float
+    capital_usd: float
+    annual_rate: float | None = None
+    t_years: float
+    #: The forward the hedge trades at (USD).
+    forward: float
+    #: Option fees per contract (option price unit) and the hedge's fee (USD, whole size).
+    option_fees: float
+    hedge_fee_usd: float
+    #: The order.intent group sent for it (--trade), else "".
+    group_id: str = ""
+
+
+class OrderIntent(Envelope, kw_only=True):
+    """One order a strategy wants, for risk-gate to approve or deny.
+
+    Intents of one structure share a ``group_id``; ``leg`` is the order to send them in
+    (0 first). ``intent_id`` is unique and becomes the venue order label (<= 64 characters).
+    """
+
+    intent_id: str
+    group_id: str
+    group_size: int
+    leg: int
+    strategy: str
+    #: The signal the group comes from.
+    opp_id: str = ""
+    venue: str
+    instrument: str
+    side: Literal["buy", "sell"]
+    #: Contracts for options; USD for futures and perpetuals.
+    amount: float
+    price: float
+    order_type: Literal["limit", "market"] = "limit"
+    time_in_force: Literal["good_til_cancelled", "immediate_or_cancel", "fill_or_kill"] = "immediate_or_cancel"
+    post_only: bool = False
+    reduce_only: bool = False
+
+
 #: Topic kind -> payload type.
 TOPIC_TYPES: dict[str, type[Envelope]] = {
     "md.instrument": Instrument,
@@ -191,6 +271,8 @@ TOPIC_TYPES: dict[str, type[Envelope]] = {
     "clean.ticker": CleanTicker,
     "clean.trade": CleanTrade,
     "clean.index": CleanIndex,
+    "signal.box": BoxSignal,
+    "order.intent": OrderIntent,
     "hb": Heartbeat,
 }
 
@@ -217,6 +299,14 @@ def type_for_topic(topic: str) -> type[Envelope] | None:
 
 def md_topic(kind: str, venue: str, instrument: str, stage: str = "md") -> str:
     return f"{stage}.{kind}.{venue}.{instrument}"
+
+
+def signal_topic(kind: str, venue: str, opp_id: str) -> str:
+    return f"signal.{kind}.{venue}.{opp_id}"
+
+
+def intent_topic(venue: str, instrument: str) -> str:
+    return f"order.intent.{venue}.{instrument}"
 
 
 def heartbeat_topic(name: str) -> str:

@@ -127,6 +127,7 @@ def test_up_status_restart_down_with_real_supervisord(root):
     assert {"in_msgs", "out_msgs", "drops", "gaps", "decode_errors"} <= hb["counters"].keys()
     assert hb["counters"]["out_msgs"] >= 1 and relay["errors"] == 0
     check_the_market_is_stored(root)
+    check_boxes_are_signalled(root)
 
     sup = Supervisor(root.socket)
     supervisord_pid = sup.pid()
@@ -182,6 +183,30 @@ def check_the_market_is_stored(root: Root) -> None:
 
     doc = wait_until(journaled, timeout=30, interval=0.5, what="hedgepipe stats to read today's journal")
     assert all("/journal/" in f["path"] for f in doc["files"])
+
+
+def check_boxes_are_signalled(root: Root) -> None:
+    """strategy-box runs on the filtered market: its heartbeat shows quotes evaluated, and the
+    simulator's injected mispricings (supervisord.conf: --mispricing) become signal.box frames,
+    which store-writer keeps in Redis."""
+    url = resolve_url(str(root.path / "var" / "run"))[0]
+
+    def evaluating():
+        code, programs = root.status_json()
+        hb = programs["strategy-box"]["heartbeat"]
+        return hb if hb and hb["counters"]["quotes"] > 0 and hb["counters"]["full_scans"] > 0 else None
+
+    hb = wait_until(evaluating, timeout=60, interval=0.5, what="strategy-box to evaluate quotes")
+    assert hb["counters"]["handler_errors"] == 0 and hb["counters"]["scan_corrections"] == 0
+
+    def signalled():
+        state = load_state(["signal.box"], url=url)
+        return state or None
+
+    state = wait_until(signalled, timeout=120, interval=0.5, what="a signal.box in Redis")
+    signal = next(iter(state.values()))
+    assert signal.event in ("open", "update", "close") and len(signal.legs) in (2, 4)
+    assert signal.size > 0 and signal.edge_usd >= 1.0  # the default min_edge_usd
 
 
 def test_up_refuses_a_socket_path_over_the_unix_limit(tmp_path):

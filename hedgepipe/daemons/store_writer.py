@@ -43,7 +43,8 @@ _STOP_WAIT_FOR_REDIS_S = 5.0
 
 
 class StoreWriterConfig(DaemonConfig):
-    inputs: list[str] = msgspec.field(default_factory=lambda: ["feed-deribit", "feed-index", "etl-filter"])
+    inputs: list[str] = msgspec.field(
+        default_factory=lambda: ["feed-deribit", "feed-index", "etl-filter", "strategy-box"])
     #: Redis URL (redis://host:port/db, unix:///path). "" = the embedded server under run_dir.
     #: REDIS_URL in the environment wins; a password only ever comes from there.
     redis_url: str = ""

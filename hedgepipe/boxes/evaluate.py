@@ -1,0 +1,148 @@
+"""Which structures pass the gates: per updated strike, per expiry, and why one does not.
+
+Gates (docs/strategy-box.md): edge per contract >= ``min_edge_usd``, total edge >=
+``min_total_usd``, annualised return on capital >= ``min_annual_rate``, a size of at least
+one lot, every leg quoted within ``max_quote_age``, a forward quoted within the same age, and
+no expiry closer to its settlement than ``settle_guard``. A structure is first judged on its
+edge alone (cheap, vectorised); only the few that clear it are looked at in detail.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+from .chain import CONVERSION, LONG, REVERSAL, SHORT
+from .detail import YEAR_NS, Structure, describe
+from .market import Expiry
+
+BOX_SIDES = (LONG, SHORT)
+PARITY_SIDES = (REVERSAL, CONVERSION)
+_TAGS = {LONG: "LBOX", SHORT: "SBOX", REVERSAL: "REV", CONVERSION: "CONV"}
+
+
+@dataclass(frozen=True)
+class Gates:
+    min_edge_usd: float = 1.0
+    min_total_usd: float = 0.0
+    min_annual_rate: float = 0.0
+    max_quote_age_ns: int = 5 * 10**9
+    settle_guard_ns: int = 3600 * 10**9
+    #: The hedge's fee rate (a taker order on the future).
+    hedge_rate: float = 0.0005
+    parity: bool = True
+
+
+@dataclass(frozen=True)
+class Candidate:
+    opp_id: str
+    expiry: Expiry
+    structure: Structure
+
+
+def strike_text(strike: float) -> str:
+    """A strike as an id segment: no dot (topics split on dots), no exponent."""
+    return str(int(strike)) if float(strike).is_integer() else repr(float(strike)).replace(".", "d")
+
+
+def opp_id(expiry: Expiry, side: str, k1: float, k2: float | None) -> str:
+    strikes = strike_text(k1) if k2 is None else f"{strike_text(k1)}-{strike_text(k2)}"
+    return f"{expiry.prefix}-{strikes}-{_TAGS[side]}"
+
+
+class Evaluator:
+    def __init__(self, gates: Gates):
+        self.gates = gates
+
+    def chain_problem(self, expiry: Expiry, now_ns: int) -> str | None:
+        """Why no structure of this expiry may be signalled now, or None."""
+        g, chain = self.gates, expiry.chain
+        left = chain.key.expiry_ns - now_ns
+        if left <= 0:
+            return "expired"
+        if left < g.settle_guard_ns:
+            return "settlement"
+        if chain.inverse or g.parity:
+            if not (chain.forward_bid > 0 and chain.forward_ask >= chain.forward_bid):
+                return "no_forward"
+            if expiry.forward_ns < now_ns - g.max_quote_age_ns:
+                return "stale_forward"
+        return None
+
+    def at_strike(self, expiry: Expiry, k: int, now_ns: int) -> dict[str, Candidate]:
+        """Every structure with strike k that passes: O(N) in the chain's strikes."""
+        if self.chain_problem(expiry, now_ns) is not None:
+            return {}
+        chain, h, out = expiry.chain, self.gates.hedge_rate, {}
+        for side in BOX_SIDES:
+            edges = chain.box_edges_with(side, k, h)
+            for pos in np.flatnonzero(edges >= self.gates.min_edge_usd):
+                i, j = chain.pair_at(k, int(pos))
+                self._judge(expiry, side, i, j, now_ns, out)
+        if self.gates.parity and expiry.future is not None:
+            for side in PARITY_SIDES:
+                if chain.parity(side, h, np.array([k])).edge[0] >= self.gates.min_edge_usd:
+                    self._judge(expiry, side, k, k, now_ns, out)
+        return out
+
+    def whole(self, expiry: Expiry, now_ns: int) -> dict[str, Candidate]:
+        """Every structure of the expiry that passes: O(N^2) pairs, vectorised."""
+        if self.chain_problem(expiry, now_ns) is not None:
+            return {}
+        chain, h, out = expiry.chain, self.gates.hedge_rate, {}
+        i, j = chain.all_pairs()
+        for side in BOX_SIDES:
+            for n in np.flatnonzero(chain.box_edges(side, i, j, h) >= self.gates.min_edge_usd):
+                self._judge(expiry, side, int(i[n]), int(j[n]), now_ns, out)
+        if self.gates.parity and expiry.future is not None:
+            for side in PARITY_SIDES:
+                for k in np.flatnonzero(chain.parity(side, h).edge >= self.gates.min_edge_usd):
+                    self._judge(expiry, side, int(k), int(k), now_ns, out)
+        return out
+
+    def could_pass(self, expiry: Expiry, now_ns: int) -> bool:
+        """False only when no box of the expiry can reach min_edge: the O(N) bound of
+        :meth:`ExpiryChain.best` (parity trades, O(N) themselves, are always looked at)."""
+        if self.gates.parity and expiry.future is not None:
+            return True
+        fresh = now_ns - self.gates.max_quote_age_ns
+        for side in BOX_SIDES:
+            best = expiry.chain.best(side, self.gates.hedge_rate, fresh, bound=True)
+            if best is not None and best[2] >= self.gates.min_edge_usd:
+                return True
+        return False
+
+    def _judge(self, expiry: Expiry, side: str, i: int, j: int, now_ns: int, out: dict) -> None:
+        s = describe(expiry.chain, side, i, j, self.gates.hedge_rate, now_ns)
+        if self._reason(expiry, s, i, j, now_ns) is None:
+            oid = opp_id(expiry, side, s.k1, s.k2)
+            out[oid] = Candidate(oid, expiry, s)
+
+    def why_not(self, expiry: Expiry, side: str, k1: float, k2: float | None, now_ns: int) -> str:
+        """The first gate this structure fails now (for a close's reason)."""
+        problem = self.chain_problem(expiry, now_ns)
+        if problem is not None:
+            return problem
+        chain = expiry.chain
+        i, j = chain.index_of(k1), chain.index_of(k1 if k2 is None else k2)
+        s = describe(chain, side, i, j, self.gates.hedge_rate, now_ns)
+        return self._reason(expiry, s, i, j, now_ns) or "passes"
+
+    def _reason(self, expiry: Expiry, s: Structure, i: int, j: int, now_ns: int) -> str | None:
+        g, chain = self.gates, expiry.chain
+        if s.edge_usd != s.edge_usd:  # NaN: a leg has no quote (or its book is stale)
+            return "no_quote"
+        if min(chain.oldest_ns[i], chain.oldest_ns[j]) < now_ns - g.max_quote_age_ns:
+            return "stale_quote"
+        if s.size < chain.lot * (1 - 1e-9):
+            return "size"
+        if s.edge_usd < g.min_edge_usd or s.total_usd < g.min_total_usd:
+            return "edge"
+        if g.min_annual_rate > 0 and s.annual_rate is not None and s.annual_rate < g.min_annual_rate:
+            return "rate"
+        return None
+
+
+def years_left(expiry: Expiry, now_ns: int) -> float:
+    return (expiry.chain.key.expiry_ns - now_ns) / YEAR_NS

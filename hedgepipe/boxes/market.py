@@ -1,0 +1,188 @@
+"""What strategy-box knows of the market: chains by expiry, forwards, perpetuals, the index.
+
+One :class:`Expiry` per (venue, base, settlement currency, expiry) holds the option chain and
+where its forward comes from: the expiry's listed future (best bid and ask: a hedge buys at
+the ask and sells at the bid) or, when none is listed, the options' ``underlying_price``
+(Deribit's synthetic forward; the hedge is then the perpetual, with basis risk). Updates
+return what they touched so the caller re-evaluates only that.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+
+from ..messages import Instrument
+from .chain import CALL, PUT, ChainKey, ExpiryChain
+from .fees import FeeSchedule
+
+NAN = float("nan")
+
+
+@dataclass
+class Quote:
+    """Best bid/ask of a future or perpetual (USD prices, USD amounts)."""
+
+    name: str
+    contract_size: float = 10.0
+    bid: float = NAN
+    ask: float = NAN
+    ts_ns: int = 0
+
+
+@dataclass
+class Expiry:
+    chain: ExpiryChain
+    #: Instrument names of this chain start with this (``BTC-22MAY20``): opportunity ids too.
+    prefix: str
+    #: The listed future of this expiry, if any.
+    future: str | None = None
+    synthetic_forward: float = NAN
+    #: When the forward was last set from a fresh quote (ns); 0 = never.
+    forward_ns: int = 0
+    #: The forward moved since the chain was last evaluated in full.
+    dirty: bool = False
+
+
+@dataclass(frozen=True)
+class StrikeUpdate:
+    expiry: Expiry
+    k: int
+
+
+@dataclass
+class Market:
+    fees: FeeSchedule = field(default_factory=FeeSchedule)
+    expiries: dict[ChainKey, Expiry] = field(default_factory=dict)
+    #: option name -> (its expiry, strike, CALL or PUT)
+    options: dict[str, tuple[Expiry, float, int]] = field(default_factory=dict)
+    futures: dict[str, Quote] = field(default_factory=dict)
+    #: (venue, base, expiry_ns) -> future name
+    future_of: dict[tuple[str, str, int], str] = field(default_factory=dict)
+    #: (venue, base) -> the perpetual's quote
+    perpetuals: dict[tuple[str, str], Quote] = field(default_factory=dict)
+    #: base -> (index price, ts_ns)
+    index: dict[str, tuple[float, int]] = field(default_factory=dict)
+
+    # ---- instruments ---------------------------------------------------------------------------
+    def on_instrument(self, msg: Instrument) -> Expiry | None:
+        """Register an option, future or perpetual; returns an expiry whose forward source changed."""
+        if msg.kind == "option" and msg.expiry_ns and msg.strike and msg.option_type:
+            return self._add_option(msg)
+        if msg.kind == "future" and msg.expiry_ns:
+            if msg.name not in self.futures:
+                self.futures[msg.name] = Quote(msg.name, contract_size=msg.contract_size)
+            self.future_of[(msg.venue, msg.base, msg.expiry_ns)] = msg.name
+            for expiry in self._expiries_at(msg.venue, msg.base, msg.expiry_ns):
+                if expiry.future != msg.name:
+                    expiry.future, expiry.dirty = msg.name, True
+                    self.refresh_forward(expiry)
+                    return expiry
+        elif msg.kind == "perpetual":
+            self.perpetuals.setdefault((msg.venue, msg.base), Quote(msg.name, contract_size=msg.contract_size))
+        return None
+
+    def _add_option(self, msg: Instrument) -> Expiry | None:
+        key = ChainKey(msg.venue, msg.base, msg.settle, msg.expiry_ns)
+        expiry = self.expiries.get(key)
+        created = expiry is None
+        if created:
+            chain = ExpiryChain(key, inverse=msg.inverse, contract_size=msg.contract_size,
+                                lot=msg.min_amount, fees=self.fees)
+            expiry = self.expiries[key] = Expiry(chain, prefix=msg.name.rsplit("-", 2)[0],
+                                                 future=self.future_of.get((msg.venue, msg.base, msg.expiry_ns)))
+        option = CALL if msg.option_type == "call" else PUT
+        known = self.options.get(msg.name)
+        expiry.chain.add(msg.strike, option, msg.name)
+        self.options[msg.name] = (expiry, msg.strike, option)
+        if not msg.active and known is not None:
+            k = expiry.chain.index_of(msg.strike)
+            expiry.chain.clear_quote(k, option)
+        return expiry if created else None
+
+    def drop(self, expiry: Expiry) -> None:
+        """Forget an expiry and its options (it settled)."""
+        del self.expiries[expiry.chain.key]
+        for name in [n for n, (e, _, _) in self.options.items() if e is expiry]:
+            del self.options[name]
+
+    def _expiries_at(self, venue: str, base: str, expiry_ns: int) -> list[Expiry]:
+        return [e for key, e in self.expiries.items()
+                if key.venue == venue and key.base == base and key.expiry_ns == expiry_ns]
+
+    # ---- quotes --------------------------------------------------------------------------------
+    def on_top(self, name: str, bid: float | None, bid_amount: float | None, ask: float | None,
+               ask_amount: float | None, ts_ns: int, stale: bool) -> StrikeUpdate | list[Expiry] | None:
+        """A new best bid/ask of ``name`` (``stale``: its book is being rebuilt, quotes void).
+
+        Returns the option's strike to re-evaluate, the expiries whose forward moved, or None.
+        """
+        option = self.options.get(name)
+        if option is not None:
+            expiry, strike, side = option
+            k = expiry.chain.index_of(strike)
+            if stale:
+                expiry.chain.clear_quote(k, side)
+            else:
+                expiry.chain.set_quote(k, side, bid, bid_amount, ask, ask_amount, ts_ns)
+            return StrikeUpdate(expiry, k)
+        quote = self.futures.get(name)
+        if quote is not None:
+            _set(quote, None if stale else bid, None if stale else ask, ts_ns)
+            moved = [e for e in self.expiries.values() if e.future == name]
+            for expiry in moved:
+                self.refresh_forward(expiry)
+            return moved
+        for quote in self.perpetuals.values():
+            if quote.name == name:
+                _set(quote, None if stale else bid, None if stale else ask, ts_ns)
+        return None
+
+    def on_underlying(self, name: str, price: float | None, ts_ns: int) -> Expiry | None:
+        """An option ticker's underlying_price: the forward of an expiry with no listed future."""
+        option = self.options.get(name)
+        if option is None or price is None or not price > 0:
+            return None
+        expiry = option[0]
+        if expiry.future is not None:
+            return None
+        if price != expiry.synthetic_forward or ts_ns > expiry.forward_ns:
+            expiry.synthetic_forward = price
+            self.refresh_forward(expiry, ts_ns)
+            return expiry
+        return None
+
+    def on_index(self, base: str, price: float, ts_ns: int) -> list[Expiry]:
+        """The index; linear chains charge option fees on it, so they are re-priced."""
+        self.index[base] = (price, ts_ns)
+        touched = []
+        for key, expiry in self.expiries.items():
+            if key.base == base and not expiry.chain.inverse:
+                expiry.chain.set_fee_underlying(price)
+                expiry.dirty = True
+                touched.append(expiry)
+        return touched
+
+    def refresh_forward(self, expiry: Expiry, ts_ns: int = 0) -> None:
+        chain = expiry.chain
+        old = (chain.forward_bid, chain.forward_ask)
+        if expiry.future is not None:
+            quote = self.futures[expiry.future]
+            chain.forward_bid, chain.forward_ask, expiry.forward_ns = quote.bid, quote.ask, quote.ts_ns
+        else:
+            chain.forward_bid = chain.forward_ask = expiry.synthetic_forward
+            expiry.forward_ns = max(expiry.forward_ns, ts_ns)
+        if (chain.forward_bid, chain.forward_ask) != old:
+            expiry.dirty = True
+
+    def hedge_quote(self, expiry: Expiry) -> Quote | None:
+        """What hedges this expiry: its future, else the perpetual."""
+        if expiry.future is not None:
+            return self.futures[expiry.future]
+        return self.perpetuals.get((expiry.chain.key.venue, expiry.chain.key.base))
+
+
+def _set(quote: Quote, bid: float | None, ask: float | None, ts_ns: int) -> None:
+    quote.bid = bid if bid is not None and bid > 0 and math.isfinite(bid) else NAN
+    quote.ask = ask if ask is not None and ask > 0 and math.isfinite(ask) else NAN
+    quote.ts_ns = ts_ns

@@ -1,0 +1,292 @@
+"""strategy-box: every box spread and parity trade of every expiry, priced for inverse options.
+
+``clean.*`` (or ``md.*``) in; ``signal.box`` out (open / update / close of each opportunity)
+and, with ``--trade``, one ``order.intent`` group per opened opportunity. The arithmetic is
+:mod:`hedgepipe.boxes.chain` (docs/strategy-box-arithmetic.md); the market state, gates and
+lifecycle are the other modules of :mod:`hedgepipe.boxes`; docs/strategy-box.md describes the
+daemon. ``--scan-chain CSV`` prices a recorded chain offline and exits.
+
+Work per frame is bounded: an option quote re-evaluates the pairs of its strike (O(N)); a
+moved forward marks its expiry, re-evaluated at most every ``forward_eval_ms`` and skipped
+when the O(N) bound says no box can pass; a full scan every ``full_scan_s`` cross-checks.
+"""
+
+from __future__ import annotations
+
+import logging
+import sys
+from typing import Annotated, Literal
+
+import click
+import msgspec
+
+from .. import messages as m
+from ..boxes.evaluate import Evaluator, Gates
+from ..boxes.fees import FeeSchedule
+from ..boxes.intents import IntentBuilder, signal_of
+from ..boxes.market import Market, StrikeUpdate
+from ..boxes.opportunities import CLOSE, OPEN, UPDATE, Event, Opportunities
+from ..boxes.scan import write_scan
+from ..cli import daemon_command, guarded
+from ..clock import SystemClock
+from ..config import DaemonConfig
+from ..logs import OncePerKind, setup_logging
+from ..runtime import Service, Timer
+
+log = logging.getLogger("hedgepipe.strategy-box")
+
+Positive = Annotated[float, msgspec.Meta(gt=0.0)]
+NonNegative = Annotated[float, msgspec.Meta(ge=0.0)]
+Rate = Annotated[float, msgspec.Meta(ge=0.0, le=1.0)]
+#: Close reasons that time alone explains: the full scan finding them is no correction.
+_TIME_REASONS = frozenset({"stale_quote", "stale_forward", "settlement", "expired"})
+
+
+def _list(*items: str):
+    return msgspec.field(default_factory=lambda: list(items))
+
+
+class StrategyBoxConfig(DaemonConfig):
+    inputs: list[str] = _list("etl-filter")
+    topics: list[str] = _list("clean.")
+    #: Base currencies whose chains are evaluated; [] = all.
+    currencies: list[str] = _list("BTC", "ETH")
+    #: Where option quotes come from: best levels of books, or tickers' best bid/ask.
+    quote_source: Literal["book", "ticker"] = "book"
+    #: Gates: edge per contract (USD at expiry, after fees), total edge, annualised return.
+    min_edge_usd: float = 1.0
+    min_total_usd: float = 0.0
+    min_annual_rate: NonNegative = 0.0
+    #: Every leg (and the forward) quoted within this many seconds.
+    max_quote_age_s: Positive = 5.0
+    #: No signal on an expiry closer than this to its settlement (08:00 UTC).
+    settle_guard_s: NonNegative = 3600.0
+    #: Also conversions and reversals against the expiry's listed future.
+    parity: bool = True
+    #: An open opportunity is published again when its edge per contract moved by more than
+    #: this (USD) or its size by more than this fraction.
+    update_edge_usd: NonNegative = 1.0
+    update_size_frac: NonNegative = 0.1
+    full_scan_s: Positive = 5.0
+    #: How often open opportunities are checked for aged legs and near settlement.
+    sweep_ms: Annotated[int, msgspec.Meta(ge=10)] = 250
+    #: An expiry whose forward moved is re-evaluated at most this often.
+    forward_eval_ms: Annotated[int, msgspec.Meta(ge=1)] = 100
+    #: Publish order.intent groups for opened opportunities (for risk-gate).
+    trade: bool = False
+    time_in_force: Literal["immediate_or_cancel", "fill_or_kill", "good_til_cancelled"] = "immediate_or_cancel"
+    #: Fee schedule (Deribit's published one by default).
+    option_fee_rate: Rate = 0.0003
+    option_fee_cap: Rate = 0.125
+    future_taker_fee: Rate = 0.0005
+
+
+class StrategyBoxService(Service):
+    name = "strategy-box"
+    summary = ("Find box spreads, conversions and reversals worth trading on every expiry, priced "
+               "in USD after fees with the future hedge that makes an inverse box risk-free; "
+               "publish signal.box (and order.intent with --trade). --scan-chain prices a chain file.")
+    Config = StrategyBoxConfig
+    cli_options = (
+        click.Option(["--trade"], is_flag=True, default=None,
+                     help="Also publish order.intent groups for risk-gate [config: trade]."),
+        click.Option(["--min-edge", "min_edge_usd"], type=float, default=None, metavar="USD",
+                     help="Least edge per contract, USD after fees [config: min_edge_usd; "
+                          "with --scan-chain: default 0]."),
+    )
+
+    def __init__(self, config: StrategyBoxConfig, clock=SystemClock()):
+        super().__init__(config, clock)
+        fees = FeeSchedule(option_rate=config.option_fee_rate, option_cap=config.option_fee_cap,
+                           future_taker=config.future_taker_fee)
+        self.market = Market(fees=fees)
+        self.evaluator = Evaluator(Gates(
+            min_edge_usd=config.min_edge_usd, min_total_usd=config.min_total_usd,
+            min_annual_rate=config.min_annual_rate, max_quote_age_ns=int(config.max_quote_age_s * 1e9),
+            settle_guard_ns=int(config.settle_guard_s * 1e9), hedge_rate=fees.future_taker,
+            parity=config.parity))
+        self.opps = Opportunities(config.update_edge_usd, config.update_size_frac)
+        self.intents: IntentBuilder | None = None
+        self.once = OncePerKind(log)
+        self._bases = frozenset(config.currencies)
+        self._stream_ns = 0      # newest ts_recv seen: the clock legs age against
+        self._stream_mono = 0.0  # monotonic time when it was seen
+        self.stats = {"quotes": 0, "evaluations": 0, "full_scans": 0, "scan_skipped": 0,
+                      "opened": 0, "updated": 0, "closed": 0, "scan_corrections": 0,
+                      "intents": 0, "ignored": 0, "open": 0, "expiries_dropped": 0}
+        self._handlers = {}
+        for kind, fn in (("instrument", self._instrument), ("book", self._book),
+                         ("ticker", self._ticker), ("index", self._index)):
+            for stage in ("md", "clean"):
+                self._handlers[m.TOPIC_TYPES[f"{stage}.{kind}"]] = fn
+
+    # ---- the clock: the stream's own time, moved on by the monotonic clock when it is quiet ----
+    def now_ns(self) -> int:
+        if not self._stream_ns:
+            return self.clock.time_ns()
+        return self._stream_ns + int((self.clock.monotonic() - self._stream_mono) * 1e9)
+
+    def _saw(self, ts_ns: int) -> None:
+        if ts_ns > self._stream_ns:
+            self._stream_ns, self._stream_mono = ts_ns, self.clock.monotonic()
+
+    # ---- inputs --------------------------------------------------------------------------------
+    def on_start(self):
+        self.intents = IntentBuilder(self.name, self.clock.time_ns(), self.config.time_in_force)
+        return ()
+
+    def on_message(self, topic, msg):
+        handler = self._handlers.get(type(msg))
+        if handler is None:
+            self.stats["ignored"] += 1
+            return ()
+        return handler(msg)
+
+    def _instrument(self, msg: m.Instrument):
+        if self._bases and msg.base not in self._bases:
+            return ()
+        expiry = self.market.on_instrument(msg)
+        return () if expiry is None else self._evaluate_whole(expiry, self.now_ns())
+
+    def _book(self, msg: m.Book):
+        if self.config.quote_source != "book":
+            return ()
+        bid = msg.bids[0] if msg.bids else (None, None)
+        ask = msg.asks[0] if msg.asks else (None, None)
+        return self._top(msg.instrument, bid[0], bid[1], ask[0], ask[1], msg.ts_recv, msg.stale)
+
+    def _ticker(self, msg: m.Ticker):
+        if msg.underlying_price is not None:
+            self._saw(msg.ts_recv)
+            self.market.on_underlying(msg.instrument, msg.underlying_price, msg.ts_recv)
+        if self.config.quote_source != "ticker":
+            return ()
+        return self._top(msg.instrument, msg.bid, msg.bid_amount, msg.ask, msg.ask_amount, msg.ts_recv, False)
+
+    def _index(self, msg: m.Index):
+        base = msg.name.split("_")[0].upper()
+        if not self._bases or base in self._bases:
+            self.market.on_index(base, msg.price, msg.ts_recv)
+        return ()
+
+    def _top(self, name, bid, bid_amount, ask, ask_amount, ts_ns, stale):
+        self._saw(ts_ns)
+        touched = self.market.on_top(name, bid, bid_amount, ask, ask_amount, ts_ns, stale)
+        if not isinstance(touched, StrikeUpdate):
+            return ()  # a forward moved: its expiries are dirty, evaluated by the timer
+        self.stats["quotes"] += 1
+        self.stats["evaluations"] += 1
+        expiry, k, now = touched.expiry, touched.k, self.now_ns()
+        passing = self.evaluator.at_strike(expiry, k, now)
+        scope = self.opps.at_strike(expiry.chain.key, float(expiry.chain.strikes[k]))
+        if not passing and not scope:
+            return ()
+        return self._publish(self.opps.reconcile(scope, passing, lambda o: self._why_not(o, now)))
+
+    # ---- timers --------------------------------------------------------------------------------
+    def timers(self):
+        cfg = self.config
+        return [Timer(cfg.forward_eval_ms / 1000, self._on_forward_timer, "forwards"),
+                Timer(cfg.sweep_ms / 1000, self._on_sweep, "sweep"),
+                Timer(cfg.full_scan_s, self._on_full_scan, "full-scan")]
+
+    def _on_forward_timer(self, _wall_ns):
+        now, outs = self.now_ns(), []
+        for expiry in list(self.market.expiries.values()):
+            if expiry.dirty:
+                outs += self._evaluate_whole(expiry, now)
+        return outs
+
+    def _on_sweep(self, _wall_ns):
+        """Close what time alone ended: a leg or forward aged out, settlement near."""
+        now, events = self.now_ns(), []
+        max_age = self.evaluator.gates.max_quote_age_ns
+        for opp in list(self.opps.open.values()):
+            reason = self.evaluator.chain_problem(opp.expiry, now)
+            chain, s = opp.expiry.chain, opp.structure
+            i, j = chain.index_of(s.k1), chain.index_of(s.k2 if s.k2 is not None else s.k1)
+            if reason is None and min(chain.oldest_ns[i], chain.oldest_ns[j]) < now - max_age:
+                reason = "stale_quote"
+            if reason is not None:
+                events.append(self.opps.close(opp, reason))
+        return self._publish(events)
+
+    def _on_full_scan(self, _wall_ns):
+        now, outs = self.now_ns(), []
+        for expiry in list(self.market.expiries.values()):
+            if expiry.chain.key.expiry_ns < now and not self.opps.in_chain(expiry.chain.key):
+                self.market.drop(expiry)  # settled: nothing left to evaluate
+                self.stats["expiries_dropped"] += 1
+                continue
+            events = self._reconcile_whole(expiry, now)
+            fixes = [e for e in events if e.event != CLOSE or e.reason not in _TIME_REASONS]
+            if fixes:
+                self.stats["scan_corrections"] += len(fixes)
+                self.once("scan_correction", f"full scan of {expiry.prefix} corrected {len(fixes)} "
+                          f"opportunities the per-update path missed (first: {fixes[0].opp.opp_id} "
+                          f"{fixes[0].event})", level=logging.WARNING)
+            outs += self._publish(events)
+        self.stats["full_scans"] += 1
+        return outs
+
+    def _evaluate_whole(self, expiry, now):
+        return self._publish(self._reconcile_whole(expiry, now))
+
+    def _reconcile_whole(self, expiry, now) -> list[Event]:
+        expiry.dirty = False
+        scope = self.opps.in_chain(expiry.chain.key)
+        if not scope and not self.evaluator.could_pass(expiry, now):
+            self.stats["scan_skipped"] += 1
+            return []
+        passing = self.evaluator.whole(expiry, now)
+        return self.opps.reconcile(scope, passing, lambda o: self._why_not(o, now))
+
+    def _why_not(self, opp, now) -> str:
+        s = opp.structure
+        return self.evaluator.why_not(opp.expiry, s.side, s.k1, s.k2, now)
+
+    # ---- output --------------------------------------------------------------------------------
+    def _publish(self, events: list[Event]):
+        outs = []
+        for ev in events:
+            self.stats[{OPEN: "opened", UPDATE: "updated", CLOSE: "closed"}[ev.event]] += 1
+            hedge = self.market.hedge_quote(ev.opp.expiry)
+            if ev.event == OPEN and self.config.trade:
+                group = self.intents.group(ev.opp, hedge)
+                ev.opp.group_id = group[0][1].group_id if group else ""
+                self.stats["intents"] += len(group)
+                outs += group
+            outs.append(signal_of(ev, hedge))
+        self.stats["open"] = len(self.opps.open)
+        return outs
+
+
+def _command() -> click.Command:
+    """The daemon's command plus the offline mode, which runs instead of the daemon."""
+    command = daemon_command(StrategyBoxService)
+    run_daemon = command.callback
+
+    @guarded
+    def scan_chain_only(path, min_edge, every):
+        write_scan(path, sys.stdout, min_edge=0.0 if min_edge is None else min_edge, every=every)
+
+    def callback(scan_chain, every, **options):
+        if scan_chain is None:
+            if every:
+                raise click.UsageError("--all goes with --scan-chain")
+            return run_daemon(**options)
+        setup_logging(options["log_level"], options["log_json"])
+        return scan_chain_only(scan_chain, options.get("min_edge_usd"), every)
+
+    command.callback = callback
+    command.params[:0] = [
+        click.Option(["--scan-chain", "scan_chain"], metavar="CSV", default=None,
+                     help="Price every box of a chain file (Deribit get_order_book rows), print "
+                          "JSON lines and exit (docs/strategy-box-arithmetic.md)."),
+        click.Option(["--all", "every"], is_flag=True, default=False,
+                     help="With --scan-chain: print every evaluated box, not only edge >= --min-edge."),
+    ]
+    return command
+
+
+main = _command()
