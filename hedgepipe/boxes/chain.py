@@ -1,6 +1,6 @@
 """One expiry's option chain as arrays, and the edge of every box and parity trade on it.
 
-Every structure here is made of *synthetics* (docs/strategy-box.md has the derivation and a
+Every structure here is made of *synthetics* (docs/strategy-box-arithmetic.md has the derivation and a
 worked example). Per strike, from the quotes one would actually trade, option fees included:
 
     syn_long[k]  = Ca + f(Ca) - Pb + f(Pb)    BTC paid to buy the K call and sell the K put
@@ -267,29 +267,42 @@ class ExpiryChain:
 
     def best(self, side: str, h: float, fresh_after_ns: int = 0,
              bound: bool = False) -> tuple[int, int, float] | None:
-        """The box of this side with the highest bound on its edge, in one O(N) pass.
+        """The best box of this side in O(N): one prefix-maximum pass per hedge price.
 
-        The edge is ``payoff - hedge_cost(b)`` and ``hedge_cost(b) >= b * Fb * (1 - h)`` for
-        either sign of b, so ``payoff - b * Fb * (1 - h)`` bounds it from above and splits into
-        one term per strike: best over i < j = max over j of (term_j + max of term_i, i < j).
-        Exact for linear chains. Returns (i, j, edge per contract): the pair's exact edge, or
-        with ``bound`` the bound itself (no box of the side has more). None: no quoted pair.
+        The edge is ``payoff - hedge_cost(b)``, and ``hedge_cost(b)`` is ``b * c`` with
+        ``c = Fa (1 + h)`` when b >= 0 (premium paid: BTC bought forward) and ``Fb (1 - h)``
+        when b < 0. With one c the edge splits into one term per strike, so the best pair is
+        max over j of (term_j + max of term_i, i < j). ``Fb (1 - h)`` gives an upper bound of
+        every box (``bound``: returned as is; no box of the side has more); the exact best is
+        the better of the two passes' pairs, exact whenever the side's boxes all pay or are all
+        paid (the normal case). Linear chains: c = 1, exact. None: no quoted pair.
         """
         if len(self.strikes) < 2:
             return None
-        c = self.forward_bid * (1.0 - h) if self.inverse else 1.0
+        if not self.inverse:
+            return self._best_pass(side, 1.0, fresh_after_ns)
+        low = self._best_pass(side, self.forward_bid * (1.0 - h), fresh_after_ns)
+        if low is None or bound:
+            return low
+        high = self._best_pass(side, self.forward_ask * (1.0 + h), fresh_after_ns)
+        picks = {(p[0], p[1]) for p in (low, high) if p is not None}
+        i = np.array([p[0] for p in picks])
+        j = np.array([p[1] for p in picks])
+        edges = self.box_edges(side, i, j, h)
+        n = int(np.nanargmax(edges)) if not np.all(np.isnan(edges)) else 0
+        return int(i[n]), int(j[n]), float(edges[n])
+
+    def _best_pass(self, side: str, c: float, fresh_after_ns: int) -> tuple[int, int, float] | None:
+        """Best (i, j) of ``payoff - premium * c`` and that value per contract."""
         first, second, sign = self._sides(side)
         term_i = -sign * self.strikes - c * first
         term_j = sign * self.strikes - c * second
         usable = self.oldest_ns >= fresh_after_ns
         term_i = np.where(usable & ~np.isnan(term_i), term_i, -np.inf)
         term_j = np.where(usable & ~np.isnan(term_j), term_j, -np.inf)
-        prefix = np.maximum.accumulate(term_i[:-1])
-        total = prefix + term_j[1:]
+        total = np.maximum.accumulate(term_i[:-1]) + term_j[1:]
         j = int(np.argmax(total)) + 1
         if not np.isfinite(total[j - 1]):
             return None
         i = int(np.argmax(term_i[:j]))
-        if bound:
-            return i, j, float(total[j - 1]) * self.contract_size
-        return i, j, float(self.box_edges(side, np.array([i]), np.array([j]), h)[0])
+        return i, j, float(total[j - 1]) * self.contract_size

@@ -53,6 +53,7 @@ class Structure:
     size: float
     capital_usd: float
     #: edge / capital, annualised on the time to expiry; None when the capital is not positive.
+    #: (capital_usd is 0 for a long box that pays to take.)
     annual_rate: float | None
     t_years: float
 
@@ -76,16 +77,20 @@ def describe(chain: ExpiryChain, side: str, i: int, j: int, hedge_rate: float, n
     b = float(ev.b[0])
     size = float(ev.size[0])
     hedge_price = chain.forward_ask if b >= 0 else chain.forward_bid
-    hedge_usd = abs(b) * hedge_price * chain.contract_size
+    if not math.isfinite(hedge_price):
+        hedge_price = 0.0  # a linear box with no forward known: it needs none
+    hedge_usd = abs(b) * hedge_price * chain.contract_size if b else 0.0
     edge = float(ev.edge[0])
     capital = float(ev.capital[0])
+    if not math.isfinite(capital):
+        capital = 0.0  # a long box paid to take: no capital used
     t_years = (chain.key.expiry_ns - now_ns) / YEAR_NS
     rate = edge / capital / t_years if capital > 0 and t_years > 0 else None
     return Structure(side=side, k1=float(chain.strikes[i]),
                      k2=None if second is None else float(chain.strikes[j]), legs=legs,
                      premium=premium, option_fees=fees, hedge_btc=b, hedge_price=hedge_price,
                      hedge_usd=hedge_usd, hedge_fee_usd=hedge_usd * hedge_rate, edge_usd=edge, size=size,
-                     capital_usd=capital, annual_rate=None if rate is None or math.isnan(rate) else rate,
+                     capital_usd=capital, annual_rate=rate if rate is not None and math.isfinite(rate) else None,
                      t_years=t_years)
 
 

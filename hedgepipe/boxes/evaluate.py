@@ -14,7 +14,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from .chain import CONVERSION, LONG, REVERSAL, SHORT
-from .detail import YEAR_NS, Structure, describe
+from .detail import Structure, describe
 from .market import Expiry
 
 BOX_SIDES = (LONG, SHORT)
@@ -63,12 +63,29 @@ class Evaluator:
             return "expired"
         if left < g.settle_guard_ns:
             return "settlement"
-        if chain.inverse or g.parity:
-            if not (chain.forward_bid > 0 and chain.forward_ask >= chain.forward_bid):
-                return "no_forward"
-            if expiry.forward_ns < now_ns - g.max_quote_age_ns:
-                return "stale_forward"
+        if chain.inverse:  # the hedge needs the forward (linear boxes need none)
+            return self.forward_problem(expiry, now_ns)
         return None
+
+    def structure_problem(self, expiry: Expiry, side: str, now_ns: int) -> str | None:
+        """:meth:`chain_problem`, and for a parity trade its forward's."""
+        problem = self.chain_problem(expiry, now_ns)
+        if problem is None and side in PARITY_SIDES:
+            return self.forward_problem(expiry, now_ns)
+        return problem
+
+    def forward_problem(self, expiry: Expiry, now_ns: int) -> str | None:
+        chain = expiry.chain
+        if not (chain.forward_bid > 0 and chain.forward_ask >= chain.forward_bid):
+            return "no_forward"
+        if expiry.forward_ns < now_ns - self.gates.max_quote_age_ns:
+            return "stale_forward"
+        return None
+
+    def _parity_here(self, expiry: Expiry, now_ns: int) -> bool:
+        """Conversions and reversals: against a listed future with a fresh quote."""
+        return (self.gates.parity and expiry.future is not None
+                and self.forward_problem(expiry, now_ns) is None)
 
     def at_strike(self, expiry: Expiry, k: int, now_ns: int) -> dict[str, Candidate]:
         """Every structure with strike k that passes: O(N) in the chain's strikes."""
@@ -80,7 +97,7 @@ class Evaluator:
             for pos in np.flatnonzero(edges >= self.gates.min_edge_usd):
                 i, j = chain.pair_at(k, int(pos))
                 self._judge(expiry, side, i, j, now_ns, out)
-        if self.gates.parity and expiry.future is not None:
+        if self._parity_here(expiry, now_ns):
             for side in PARITY_SIDES:
                 if chain.parity(side, h, np.array([k])).edge[0] >= self.gates.min_edge_usd:
                     self._judge(expiry, side, k, k, now_ns, out)
@@ -95,22 +112,23 @@ class Evaluator:
         for side in BOX_SIDES:
             for n in np.flatnonzero(chain.box_edges(side, i, j, h) >= self.gates.min_edge_usd):
                 self._judge(expiry, side, int(i[n]), int(j[n]), now_ns, out)
-        if self.gates.parity and expiry.future is not None:
+        if self._parity_here(expiry, now_ns):
             for side in PARITY_SIDES:
                 for k in np.flatnonzero(chain.parity(side, h).edge >= self.gates.min_edge_usd):
                     self._judge(expiry, side, int(k), int(k), now_ns, out)
         return out
 
     def could_pass(self, expiry: Expiry, now_ns: int) -> bool:
-        """False only when no box of the expiry can reach min_edge: the O(N) bound of
-        :meth:`ExpiryChain.best` (parity trades, O(N) themselves, are always looked at)."""
-        if self.gates.parity and expiry.future is not None:
-            return True
+        """False only when no structure of the expiry can reach min_edge: boxes by the O(N)
+        bound of :meth:`ExpiryChain.best`, parity trades by their own O(N) edges."""
+        chain, h, floor = expiry.chain, self.gates.hedge_rate, self.gates.min_edge_usd
         fresh = now_ns - self.gates.max_quote_age_ns
         for side in BOX_SIDES:
-            best = expiry.chain.best(side, self.gates.hedge_rate, fresh, bound=True)
-            if best is not None and best[2] >= self.gates.min_edge_usd:
+            best = chain.best(side, h, fresh, bound=True)
+            if best is not None and best[2] >= floor:
                 return True
+        if self._parity_here(expiry, now_ns):
+            return any(bool(np.any(chain.parity(side, h).edge >= floor)) for side in PARITY_SIDES)
         return False
 
     def _judge(self, expiry: Expiry, side: str, i: int, j: int, now_ns: int, out: dict) -> None:
@@ -121,7 +139,7 @@ class Evaluator:
 
     def why_not(self, expiry: Expiry, side: str, k1: float, k2: float | None, now_ns: int) -> str:
         """The first gate this structure fails now (for a close's reason)."""
-        problem = self.chain_problem(expiry, now_ns)
+        problem = self.structure_problem(expiry, side, now_ns)
         if problem is not None:
             return problem
         chain = expiry.chain
@@ -143,6 +161,3 @@ class Evaluator:
             return "rate"
         return None
 
-
-def years_left(expiry: Expiry, now_ns: int) -> float:
-    return (expiry.chain.key.expiry_ns - now_ns) / YEAR_NS

@@ -1,4 +1,4 @@
-"""The fee schedule boxes and parity trades are priced with (DESIGN §5, docs/strategy-box.md).
+"""The fee schedule boxes and parity trades are priced with (DESIGN §5, docs/strategy-box-arithmetic.md).
 
 Deribit charges an option leg a fraction of the underlying per contract, capped at a fraction
 of the option's own price; futures and the perpetual pay a fraction of the traded notional.

@@ -65,40 +65,37 @@ class Market:
     index: dict[str, tuple[float, int]] = field(default_factory=dict)
 
     # ---- instruments ---------------------------------------------------------------------------
-    def on_instrument(self, msg: Instrument) -> Expiry | None:
-        """Register an option, future or perpetual; returns an expiry whose forward source changed."""
+    def on_instrument(self, msg: Instrument) -> None:
+        """Register an option, future or perpetual. A newly listed future becomes the forward
+        of its expiries, which are marked for re-evaluation."""
         if msg.kind == "option" and msg.expiry_ns and msg.strike and msg.option_type:
-            return self._add_option(msg)
-        if msg.kind == "future" and msg.expiry_ns:
+            self._add_option(msg)
+        elif msg.kind == "future" and msg.expiry_ns:
             if msg.name not in self.futures:
                 self.futures[msg.name] = Quote(msg.name, contract_size=msg.contract_size)
             self.future_of[(msg.venue, msg.base, msg.expiry_ns)] = msg.name
             for expiry in self._expiries_at(msg.venue, msg.base, msg.expiry_ns):
                 if expiry.future != msg.name:
-                    expiry.future, expiry.dirty = msg.name, True
+                    expiry.future = msg.name
                     self.refresh_forward(expiry)
-                    return expiry
         elif msg.kind == "perpetual":
             self.perpetuals.setdefault((msg.venue, msg.base), Quote(msg.name, contract_size=msg.contract_size))
-        return None
 
-    def _add_option(self, msg: Instrument) -> Expiry | None:
+    def _add_option(self, msg: Instrument) -> None:
         key = ChainKey(msg.venue, msg.base, msg.settle, msg.expiry_ns)
         expiry = self.expiries.get(key)
-        created = expiry is None
-        if created:
+        if expiry is None:
             chain = ExpiryChain(key, inverse=msg.inverse, contract_size=msg.contract_size,
                                 lot=msg.min_amount, fees=self.fees)
             expiry = self.expiries[key] = Expiry(chain, prefix=msg.name.rsplit("-", 2)[0],
                                                  future=self.future_of.get((msg.venue, msg.base, msg.expiry_ns)))
+            self.refresh_forward(expiry)
         option = CALL if msg.option_type == "call" else PUT
         known = self.options.get(msg.name)
-        expiry.chain.add(msg.strike, option, msg.name)
+        k = expiry.chain.add(msg.strike, option, msg.name)
         self.options[msg.name] = (expiry, msg.strike, option)
         if not msg.active and known is not None:
-            k = expiry.chain.index_of(msg.strike)
             expiry.chain.clear_quote(k, option)
-        return expiry if created else None
 
     def drop(self, expiry: Expiry) -> None:
         """Forget an expiry and its options (it settled)."""
@@ -180,6 +177,23 @@ class Market:
         if expiry.future is not None:
             return self.futures[expiry.future]
         return self.perpetuals.get((expiry.chain.key.venue, expiry.chain.key.base))
+
+
+def quote_problem(bid: float | None, bid_amount: float | None, ask: float | None,
+                  ask_amount: float | None) -> str | None:
+    """Why a best bid/ask cannot be used, or None. A side with no price and no amount is just
+    absent (a ticker's empty side is 0 at 0); anything else must be finite and positive, and
+    the bid below the ask: a crossed quote would show arbitrage that is not there."""
+    for price, amount in ((bid, bid_amount), (ask, ask_amount)):
+        if not price and not amount:
+            continue
+        if price is None or not math.isfinite(price) or price <= 0:
+            return "bad_price"
+        if amount is None or not math.isfinite(amount) or amount <= 0:
+            return "bad_amount"
+    if bid and ask and bid >= ask:
+        return "crossed"
+    return None
 
 
 def _set(quote: Quote, bid: float | None, ask: float | None, ts_ns: int) -> None:

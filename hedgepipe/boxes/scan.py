@@ -1,7 +1,7 @@
 """``strategy-box --scan-chain CSV``: every box of a recorded chain, priced offline.
 
 The chain file is the format of ``btc_option_chain_2020-05-21.csv`` (one Deribit
-``get_order_book`` result per row). The conventions are fixed (docs/strategy-box.md): top of
+``get_order_book`` result per row). The conventions are fixed (docs/strategy-box-arithmetic.md): top of
 book only; a missing or zero price means a box using it is not evaluated; an expiry's
 forward is the median of its rows' ``underlying_price`` (both for buying and selling it);
 only strikes with a call and a put row count; the hedge fee is ``future_taker`` of the
@@ -45,7 +45,7 @@ def load_chains(path: str, *, lot: float = 0.1, fees: FeeSchedule = FeeSchedule(
             missing = [c for c in _COLUMNS if c not in (reader.fieldnames or [])]
             if missing:
                 raise DataError(f"{path}: not an option chain file (no column {', '.join(missing)})")
-            rows = list(enumerate(reader, start=2))
+            rows = [(reader.line_num, row) for row in reader]  # the line each record ends on
     except OSError as exc:
         raise InputMissing(f"--scan-chain {path}: {exc.strerror or exc}") from None
     by_expiry: dict[int, list[tuple[int, dict]]] = defaultdict(list)
@@ -70,7 +70,11 @@ def _chain(path: str, expiry_ms: int, rows: list[tuple[int, dict]], lot: float, 
         strike = _number(row, "strike", line, path)
         if strike is None or strike <= 0:
             raise DataError(f"{path} line {line}: strike {row.get('strike')!r} is not a positive number")
-        by_strike[strike][CALL if row["option_type"] == "call" else PUT] = (line, row)
+        option = CALL if row["option_type"] == "call" else PUT
+        if option in by_strike[strike]:
+            raise DataError(f"{path} line {line}: a second {row['option_type']} row for strike {strike:g} "
+                            f"(first on line {by_strike[strike][option][0]})")
+        by_strike[strike][option] = (line, row)
     for strike, sides in sorted(by_strike.items()):
         if len(sides) < 2:
             continue  # a strike needs both a call and a put
@@ -97,7 +101,7 @@ def scan(chains: list[ExpiryChain], now_ns: int, hedge_rate: float, min_edge: fl
 
 def _row(chain: ExpiryChain, s) -> dict:
     return {"expiry": chain.code, "k1": s.k1, "k2": s.k2, "side": s.side, "edge_usd": round(s.edge_usd, 6),
-            "size": round(s.size, 6), "forward": chain.forward_ask, "premium_btc": round(s.premium, 10),
+            "size": round(s.size, 6), "forward": round(chain.forward_ask, 6), "premium_btc": round(s.premium, 10),
             "option_fees_btc": round(s.option_fees, 10), "hedge_btc": round(s.hedge_btc, 10),
             "hedge_usd": round(s.hedge_usd, 6), "hedge_fee_usd": round(s.hedge_fee_usd, 6),
             "total_usd": round(s.total_usd, 6),
