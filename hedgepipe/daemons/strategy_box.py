@@ -24,7 +24,7 @@ from .. import messages as m
 from ..boxes.evaluate import Evaluator, Gates
 from ..boxes.fees import FeeSchedule
 from ..boxes.intents import IntentBuilder, signal_of
-from ..boxes.market import Market, StrikeUpdate
+from ..boxes.market import Market, StrikeUpdate, quote_problem
 from ..boxes.opportunities import CLOSE, OPEN, UPDATE, Event, Opportunities
 from ..boxes.scan import write_scan
 from ..cli import daemon_command, guarded
@@ -113,7 +113,8 @@ class StrategyBoxService(Service):
         self._stream_mono = 0.0  # monotonic time when it was seen
         self.stats = {"quotes": 0, "evaluations": 0, "full_scans": 0, "scan_skipped": 0,
                       "opened": 0, "updated": 0, "closed": 0, "scan_corrections": 0,
-                      "intents": 0, "ignored": 0, "open": 0, "expiries_dropped": 0}
+                      "intents": 0, "ignored": 0, "open": 0, "expiries_dropped": 0,
+                      "rejected_bad_price": 0, "rejected_bad_amount": 0, "rejected_crossed": 0}
         self._handlers = {}
         for kind, fn in (("instrument", self._instrument), ("book", self._book),
                          ("ticker", self._ticker), ("index", self._index)):
@@ -145,8 +146,8 @@ class StrategyBoxService(Service):
     def _instrument(self, msg: m.Instrument):
         if self._bases and msg.base not in self._bases:
             return ()
-        expiry = self.market.on_instrument(msg)
-        return () if expiry is None else self._evaluate_whole(expiry, self.now_ns())
+        self.market.on_instrument(msg)
+        return ()
 
     def _book(self, msg: m.Book):
         if self.config.quote_source != "book":
@@ -170,6 +171,14 @@ class StrategyBoxService(Service):
         return ()
 
     def _top(self, name, bid, bid_amount, ask, ask_amount, ts_ns, stale):
+        problem = None if stale else quote_problem(bid, bid_amount, ask, ask_amount)
+        if problem is not None:
+            # Counted, logged once, and the instrument's quotes voided: the last good ones
+            # are no longer known to be current.
+            self.stats[f"rejected_{problem}"] += 1
+            self.once(problem, f"{name}: unusable quote ({problem}: bid {bid} x {bid_amount}, "
+                      f"ask {ask} x {ask_amount}); its quotes are void until a good one")
+            stale = True
         self._saw(ts_ns)
         touched = self.market.on_top(name, bid, bid_amount, ask, ask_amount, ts_ns, stale)
         if not isinstance(touched, StrikeUpdate):
@@ -194,7 +203,7 @@ class StrategyBoxService(Service):
         now, outs = self.now_ns(), []
         for expiry in list(self.market.expiries.values()):
             if expiry.dirty:
-                outs += self._evaluate_whole(expiry, now)
+                outs += self._publish(self._reconcile_whole(expiry, now))
         return outs
 
     def _on_sweep(self, _wall_ns):
@@ -202,8 +211,8 @@ class StrategyBoxService(Service):
         now, events = self.now_ns(), []
         max_age = self.evaluator.gates.max_quote_age_ns
         for opp in list(self.opps.open.values()):
-            reason = self.evaluator.chain_problem(opp.expiry, now)
             chain, s = opp.expiry.chain, opp.structure
+            reason = self.evaluator.structure_problem(opp.expiry, s.side, now)
             i, j = chain.index_of(s.k1), chain.index_of(s.k2 if s.k2 is not None else s.k1)
             if reason is None and min(chain.oldest_ns[i], chain.oldest_ns[j]) < now - max_age:
                 reason = "stale_quote"
@@ -228,9 +237,6 @@ class StrategyBoxService(Service):
             outs += self._publish(events)
         self.stats["full_scans"] += 1
         return outs
-
-    def _evaluate_whole(self, expiry, now):
-        return self._publish(self._reconcile_whole(expiry, now))
 
     def _reconcile_whole(self, expiry, now) -> list[Event]:
         expiry.dirty = False
