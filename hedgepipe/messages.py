@@ -224,8 +224,8 @@ class BoxSignal(Envelope, kw_only=True):
     capital_usd: float
     annual_rate: float | None = None
     t_years: float
-    #: The forward the hedge trades at (USD).
-    forward: float
+    #: The forward the hedge trades at (USD); None for a linear box with no forward known.
+    forward: float | None = None
     #: Option fees per contract (option price unit) and the hedge's fee (USD, whole size).
     option_fees: float
     hedge_fee_usd: float

@@ -90,3 +90,62 @@ def md_index(seq: int, price: float, source: str = "deribit", name: str = "btc_u
                   ts_event=T0 + t - MS, ts_recv=T0 + t)
     fields.update(kw)
     return m.Index(**fields)
+
+
+# ---- strategy-box: a five-strike BTC chain (tests/test_strategy_box*.py) -------------------------
+
+BOX_PREFIX = "BTC-27DEC26"
+#: Strike -> (call mid, put mid) in BTC: Black-76 at F = 100000, vol 0.5, 30/365 years, rounded to
+#: the 0.0005 tick. Put-call parity holds exactly on these mids (C - P = 1 - K/F: 0.1, 0.05, 0,
+#: -0.05, -0.1), so the chain quoted at its mids against a forward of 100000 has no edge at all.
+BOX_MIDS = {90000: (0.1185, 0.0185), 95000: (0.084, 0.034), 100000: (0.057, 0.057),
+            105000: (0.037, 0.087), 110000: (0.023, 0.123)}
+
+
+def box_option(strike: int, cp: str, prefix: str = BOX_PREFIX) -> str:
+    return f"{prefix}-{strike}-{cp}"
+
+
+def box_instruments(prefix: str = BOX_PREFIX, future: bool = True, perpetual: bool = False,
+                    **option_fields) -> list:
+    """md.instrument frames of a BOX_MIDS chain: the expiry's future (named ``prefix``) when
+    ``future``, the perpetual when ``perpetual``, then every call and put. ``option_fields``
+    override the options' fields (expiry_ns, or the fields of a linear chain); the future gets
+    the same expiry_ns."""
+    base = prefix.split("-")[0].split("_")[0]
+    frames = []
+    if future:
+        expiry = {"expiry_ns": option_fields["expiry_ns"]} if "expiry_ns" in option_fields else {}
+        frames.append((md("instrument", prefix), instrument(prefix, base=base, settle=base, **expiry)))
+    if perpetual:
+        name = f"{base}-PERPETUAL"
+        frames.append((md("instrument", name), instrument(name, kind="perpetual", base=base, settle=base,
+                                                          expiry_ns=None)))
+    for strike in BOX_MIDS:
+        for cp in "CP":
+            name = box_option(strike, cp, prefix)
+            frames.append((md("instrument", name), instrument(name, **{"base": base, **option_fields})))
+    return frames
+
+
+def box_books(prefix: str = BOX_PREFIX, over: dict | None = None, half_spread: float = 0.0005,
+              bid_amount: float = 5.0, ask_amount: float = 3.0, unit: float = 1.0, t: int = 0,
+              seq: int = 1) -> list:
+    """md.book frames quoting every option of the chain at its mid -/+ ``half_spread``, prices
+    times ``unit`` (100000 for a USD-priced linear chain). ``over``: instrument name ->
+    (bid, bid amount, ask, ask amount) used instead for that instrument."""
+    over = over or {}
+    frames = []
+    for strike, mids in BOX_MIDS.items():
+        for cp, mid in zip("CP", mids):
+            name = box_option(strike, cp, prefix)
+            bid, bid_amt, ask, ask_amt = over.get(name, (round((mid - half_spread) * unit, 10), bid_amount,
+                                                         round((mid + half_spread) * unit, 10), ask_amount))
+            frames.append((md("book", name), md_book(seq, [(bid, bid_amt)], [(ask, ask_amt)], name=name, t=t)))
+    return frames
+
+
+def future_book(bid: float, ask: float, name: str = BOX_PREFIX, t: int = 0, seq: int = 1,
+                amount: float = 100_000.0, **kw) -> tuple:
+    """An md.book frame of a future or perpetual (USD prices, USD amounts)."""
+    return md("book", name), md_book(seq, [(bid, amount)], [(ask, amount)], name=name, t=t, **kw)

@@ -212,9 +212,8 @@ def test_linear_fee_underlying_reprices_existing_strikes_and_is_ignored_for_inve
         (11000, CALL): (350.0, 1.0, 380.0, 1.0), (11000, PUT): (1050.0, 1.0, 1100.0, 1.0),
     }
     chain = _chain(quotes, inverse=False)
-    # before the index is known, the fee is on 1 USD of underlying: 4 x min(0.0003, ...) = 0.0012
-    # edge = 2000 - 1934 - 0.0012 = 65.9988
-    assert _one(chain, LONG, 0, 1)[0] == pytest.approx(65.9988, abs=1e-9)
+    # before the index is known no fee can be charged right: no edge (NaN), never a made-up fee
+    assert math.isnan(_one(chain, LONG, 0, 1)[0])
     chain.set_fee_underlying(10_000.0)
     assert _one(chain, LONG, 0, 1)[0] == pytest.approx(55.0, abs=1e-9)
     inverse = _chain(LONG_CHEAP)

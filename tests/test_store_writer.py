@@ -399,7 +399,7 @@ def test_a_password_is_never_logged_and_never_taken_from_the_config(tmp_path, mo
 
 def test_config_keys_have_the_documented_defaults():
     cfg = StoreWriterConfig()
-    assert cfg.inputs == ["feed-deribit", "feed-index", "etl-filter"] and cfg.topics == [""]
+    assert cfg.inputs == ["feed-deribit", "feed-index", "etl-filter", "strategy-box"] and cfg.topics == [""]
     assert (cfg.book_levels, cfg.fsync, cfg.journal_dir) == (10, "interval", "{run_dir}/../journal")
     assert StoreWriterService.decode_inputs is False
     with pytest.raises(msgspec.ValidationError):

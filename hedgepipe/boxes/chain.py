@@ -98,8 +98,9 @@ class ExpiryChain:
         #: The forward's ask and bid (USD): where the hedge buys and sells BTC forward.
         self.forward_ask = float("nan")
         self.forward_bid = float("nan")
-        #: One unit of underlying in the option's price unit: 1 (inverse) or the index (linear).
-        self.fee_underlying = 1.0
+        #: One unit of underlying in the option's price unit: 1 (inverse), or the index (linear:
+        #: NaN until one is known, so nothing is priced with a made-up fee).
+        self.fee_underlying = 1.0 if inverse else float("nan")
         self._pairs_cache: tuple[int, np.ndarray, np.ndarray] | None = None
 
     # ---- the chain's shape -------------------------------------------------------------------
@@ -138,6 +139,17 @@ class ExpiryChain:
         self.ask_amount[option, k] = ask_amount or 0.0
         self.ts[option, k] = ts_ns
         self._refresh(k)
+
+    def confirm(self, k: int, option: int, bid: float | None, ask: float | None, ts_ns: int) -> bool:
+        """Another source (a ticker) shows the same best bid and ask at ``ts_ns``: the quote is
+        still current, so it is younger. False (nothing changed) when the prices differ."""
+        for held, seen in ((self.bid[option, k], bid), (self.ask[option, k], ask)):
+            if not (held == seen or (held != held and not seen)):  # equal, or both absent
+                return False
+        if ts_ns > self.ts[option, k]:
+            self.ts[option, k] = ts_ns
+            self.oldest_ns[k] = min(self.ts[CALL, k], self.ts[PUT, k])
+        return True
 
     def clear_quote(self, k: int, option: int) -> None:
         """The instrument's book is stale or gone: its quotes no longer count."""

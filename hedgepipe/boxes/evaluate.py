@@ -10,12 +10,13 @@ edge alone (cheap, vectorised); only the few that clear it are looked at in deta
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Callable
 
 import numpy as np
 
 from .chain import CONVERSION, LONG, REVERSAL, SHORT
 from .detail import Structure, describe
-from .market import Expiry
+from .market import Expiry, Quote
 
 BOX_SIDES = (LONG, SHORT)
 PARITY_SIDES = (REVERSAL, CONVERSION)
@@ -52,8 +53,10 @@ def opp_id(expiry: Expiry, side: str, k1: float, k2: float | None) -> str:
 
 
 class Evaluator:
-    def __init__(self, gates: Gates):
+    def __init__(self, gates: Gates, hedges: Callable[[Expiry], Quote | None] = lambda expiry: None):
         self.gates = gates
+        #: What hedges an expiry (Market.hedge_quote): its future, else the perpetual.
+        self.hedges = hedges
 
     def chain_problem(self, expiry: Expiry, now_ns: int) -> str | None:
         """Why no structure of this expiry may be signalled now, or None."""
@@ -63,8 +66,21 @@ class Evaluator:
             return "expired"
         if left < g.settle_guard_ns:
             return "settlement"
-        if chain.inverse:  # the hedge needs the forward (linear boxes need none)
-            return self.forward_problem(expiry, now_ns)
+        if chain.inverse:  # the hedge needs the forward and something to trade it on
+            return self.forward_problem(expiry, now_ns) or self.hedge_problem(expiry, now_ns)
+        if not chain.fee_underlying > 0:  # linear: option fees are a fraction of the index
+            return "no_index"
+        return None
+
+    def hedge_problem(self, expiry: Expiry, now_ns: int) -> str | None:
+        """An expiry with no listed future is hedged on the perpetual: it must be quoted, fresh."""
+        if expiry.future is not None:
+            return None
+        perpetual = self.hedges(expiry)
+        if perpetual is None or not (perpetual.bid > 0 and perpetual.ask > perpetual.bid):
+            return "no_hedge"
+        if perpetual.ts_ns < now_ns - self.gates.max_quote_age_ns:
+            return "stale_hedge"
         return None
 
     def structure_problem(self, expiry: Expiry, side: str, now_ns: int) -> str | None:

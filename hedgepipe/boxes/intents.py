@@ -10,6 +10,8 @@ follows what the options filled).
 
 from __future__ import annotations
 
+import math
+
 from .. import messages as m
 from .detail import BUY, SELL, Structure
 from .market import Quote
@@ -35,8 +37,8 @@ def hedge_leg(s: Structure, contract_size: float, quote: Quote | None) -> m.Sign
         return None
     side = BUY if s.hedge_btc > 0 else SELL
     price = quote.ask if side == BUY else quote.bid
-    if not price > 0:
-        price = s.hedge_price
+    if not (price > 0 and math.isfinite(price)):
+        return None  # the gates refuse an expiry with nothing quoted to hedge on
     contracts = round(abs(s.hedge_btc) * s.size * contract_size * price / quote.contract_size)
     if contracts <= 0:
         return None
@@ -55,9 +57,9 @@ def signal_of(ev: Event, hedge: Quote | None) -> tuple[str, m.BoxSignal]:
         expiry=chain.code, expiry_ns=key.expiry_ns, structure=s.side, k1=s.k1, k2=s.k2,
         legs=[m.SignalLeg(instrument=x.instrument, side=x.side, price=x.price, amount=s.size)
               for x in s.legs],
-        hedge=leg, hedge_exact=opp.expiry.future is not None or leg is None,
+        hedge=leg, hedge_exact=opp.expiry.future is not None or s.hedge_btc == 0,
         edge_usd=s.edge_usd, size=s.size, total_usd=s.total_usd, capital_usd=s.capital_usd * s.size,
-        annual_rate=s.annual_rate, t_years=s.t_years, forward=s.hedge_price,
+        annual_rate=s.annual_rate, t_years=s.t_years, forward=s.hedge_price or None,
         option_fees=s.option_fees, hedge_fee_usd=s.hedge_fee_usd * s.size, group_id=opp.group_id)
     return m.signal_topic("box", key.venue, opp.opp_id), msg
 

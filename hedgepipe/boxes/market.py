@@ -65,12 +65,13 @@ class Market:
     index: dict[str, tuple[float, int]] = field(default_factory=dict)
 
     # ---- instruments ---------------------------------------------------------------------------
-    def on_instrument(self, msg: Instrument) -> None:
+    def on_instrument(self, msg: Instrument) -> StrikeUpdate | None:
         """Register an option, future or perpetual. A newly listed future becomes the forward
-        of its expiries, which are marked for re-evaluation."""
+        of its expiries, which are marked for re-evaluation. Returns the strike of a known
+        option republished inactive (its quotes are void: what used it must close now)."""
         if msg.kind == "option" and msg.expiry_ns and msg.strike and msg.option_type:
-            self._add_option(msg)
-        elif msg.kind == "future" and msg.expiry_ns:
+            return self._add_option(msg)
+        if msg.kind == "future" and msg.expiry_ns:
             if msg.name not in self.futures:
                 self.futures[msg.name] = Quote(msg.name, contract_size=msg.contract_size)
             self.future_of[(msg.venue, msg.base, msg.expiry_ns)] = msg.name
@@ -80,8 +81,9 @@ class Market:
                     self.refresh_forward(expiry)
         elif msg.kind == "perpetual":
             self.perpetuals.setdefault((msg.venue, msg.base), Quote(msg.name, contract_size=msg.contract_size))
+        return None
 
-    def _add_option(self, msg: Instrument) -> None:
+    def _add_option(self, msg: Instrument) -> StrikeUpdate | None:
         key = ChainKey(msg.venue, msg.base, msg.settle, msg.expiry_ns)
         expiry = self.expiries.get(key)
         if expiry is None:
@@ -96,6 +98,8 @@ class Market:
         self.options[msg.name] = (expiry, msg.strike, option)
         if not msg.active and known is not None:
             expiry.chain.clear_quote(k, option)
+            return StrikeUpdate(expiry, k)
+        return None
 
     def drop(self, expiry: Expiry) -> None:
         """Forget an expiry and its options (it settled)."""
@@ -134,6 +138,16 @@ class Market:
             if quote.name == name:
                 _set(quote, None if stale else bid, None if stale else ask, ts_ns)
         return None
+
+    def confirm(self, name: str, bid: float | None, ask: float | None, ts_ns: int) -> StrikeUpdate | None:
+        """A ticker of an option quoted from books: when it shows the book's best bid and ask,
+        the book is current at its time (a book that does not change sends nothing)."""
+        option = self.options.get(name)
+        if option is None:
+            return None
+        expiry, strike, side = option
+        k = expiry.chain.index_of(strike)
+        return StrikeUpdate(expiry, k) if expiry.chain.confirm(k, side, bid, ask, ts_ns) else None
 
     def on_underlying(self, name: str, price: float | None, ts_ns: int) -> Expiry | None:
         """An option ticker's underlying_price: the forward of an expiry with no listed future."""

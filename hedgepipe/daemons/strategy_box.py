@@ -30,6 +30,7 @@ from ..boxes.scan import write_scan
 from ..cli import daemon_command, guarded
 from ..clock import SystemClock
 from ..config import DaemonConfig
+from ..etl.watermark import SourceClock, Watermarks
 from ..logs import OncePerKind, setup_logging
 from ..runtime import Service, Timer
 
@@ -39,7 +40,10 @@ Positive = Annotated[float, msgspec.Meta(gt=0.0)]
 NonNegative = Annotated[float, msgspec.Meta(ge=0.0)]
 Rate = Annotated[float, msgspec.Meta(ge=0.0, le=1.0)]
 #: Close reasons that time alone explains: the full scan finding them is no correction.
-_TIME_REASONS = frozenset({"stale_quote", "stale_forward", "settlement", "expired"})
+_TIME_REASONS = frozenset({"stale_quote", "stale_forward", "stale_hedge", "settlement", "expired"})
+#: A publisher's clock moves past a stamp this far off only when this many frames agree.
+_CLOCK_JUMP_NS = 1_000_000_000
+_CLOCK_CONFIRM = 5
 
 
 def _list(*items: str):
@@ -104,17 +108,22 @@ class StrategyBoxService(Service):
             min_edge_usd=config.min_edge_usd, min_total_usd=config.min_total_usd,
             min_annual_rate=config.min_annual_rate, max_quote_age_ns=int(config.max_quote_age_s * 1e9),
             settle_guard_ns=int(config.settle_guard_s * 1e9), hedge_rate=fees.future_taker,
-            parity=config.parity))
+            parity=config.parity), hedges=self.market.hedge_quote)
         self.opps = Opportunities(config.update_edge_usd, config.update_size_frac)
         self.intents: IntentBuilder | None = None
         self.once = OncePerKind(log)
         self._bases = frozenset(config.currencies)
-        self._stream_ns = 0      # newest ts_recv seen: the clock legs age against
-        self._stream_mono = 0.0  # monotonic time when it was seen
+        # The clock legs age against: each publisher's watermark of its ts_recv stamps (one
+        # bad stamp cannot move it: hedgepipe.etl.watermark), the newest of them, moved on by
+        # the monotonic clock while the stream is quiet.
+        self._watermarks = Watermarks(_CLOCK_JUMP_NS, _CLOCK_CONFIRM)
+        self._clocks: dict[str, SourceClock] = {}
+        self._stream_ns = 0
+        self._stream_mono = 0.0
         self.stats = {"quotes": 0, "evaluations": 0, "full_scans": 0, "scan_skipped": 0,
                       "opened": 0, "updated": 0, "closed": 0, "scan_corrections": 0,
                       "intents": 0, "ignored": 0, "open": 0, "expiries_dropped": 0,
-                      "rejected_bad_price": 0, "rejected_bad_amount": 0, "rejected_crossed": 0}
+                      "confirmed": 0, "rejected_bad_price": 0, "rejected_bad_amount": 0, "rejected_crossed": 0}
         self._handlers = {}
         for kind, fn in (("instrument", self._instrument), ("book", self._book),
                          ("ticker", self._ticker), ("index", self._index)):
@@ -127,9 +136,19 @@ class StrategyBoxService(Service):
             return self.clock.time_ns()
         return self._stream_ns + int((self.clock.monotonic() - self._stream_mono) * 1e9)
 
-    def _saw(self, ts_ns: int) -> None:
-        if ts_ns > self._stream_ns:
-            self._stream_ns, self._stream_mono = ts_ns, self.clock.monotonic()
+    def _received(self, msg) -> int:
+        """When ``msg`` counts as received: its ts_recv, but never later than now."""
+        clock = self._clocks.get(msg.src)
+        if clock is None:
+            clock = self._clocks[msg.src] = SourceClock()
+        before = clock.mark
+        self._watermarks.time_of(clock, msg.ts_recv)
+        if clock.mark != before:
+            newest = max(c.mark for c in self._clocks.values())
+            if newest != self._stream_ns:
+                self._stream_ns, self._stream_mono = newest, self.clock.monotonic()
+        # A stamp ahead of the clock counts as received now: it must not keep a quote fresh.
+        return min(msg.ts_recv, self.now_ns())
 
     # ---- inputs --------------------------------------------------------------------------------
     def on_start(self):
@@ -146,28 +165,47 @@ class StrategyBoxService(Service):
     def _instrument(self, msg: m.Instrument):
         if self._bases and msg.base not in self._bases:
             return ()
-        self.market.on_instrument(msg)
-        return ()
+        delisted = self.market.on_instrument(msg)
+        return () if delisted is None else self._evaluate_strike(delisted)
 
     def _book(self, msg: m.Book):
         if self.config.quote_source != "book":
             return ()
         bid = msg.bids[0] if msg.bids else (None, None)
         ask = msg.asks[0] if msg.asks else (None, None)
-        return self._top(msg.instrument, bid[0], bid[1], ask[0], ask[1], msg.ts_recv, msg.stale)
+        return self._top(msg.instrument, bid[0], bid[1], ask[0], ask[1], self._received(msg), msg.stale)
 
     def _ticker(self, msg: m.Ticker):
+        received = self._received(msg)
         if msg.underlying_price is not None:
-            self._saw(msg.ts_recv)
-            self.market.on_underlying(msg.instrument, msg.underlying_price, msg.ts_recv)
+            self.market.on_underlying(msg.instrument, msg.underlying_price, received)
         if self.config.quote_source != "ticker":
+            return self._confirm(msg, received)
+        return self._top(msg.instrument, msg.bid, msg.bid_amount, msg.ask, msg.ask_amount, received, False)
+
+    def _confirm(self, msg: m.Ticker, received: int):
+        """A ticker agreeing with an option's book makes its quote younger; a strike that was
+        too old to trade and is young again is evaluated (others need not be: only age moved)."""
+        option = self.market.options.get(msg.instrument)
+        if option is None:
             return ()
-        return self._top(msg.instrument, msg.bid, msg.bid_amount, msg.ask, msg.ask_amount, msg.ts_recv, False)
+        chain = option[0].chain
+        k = chain.index_of(option[1])
+        before = int(chain.oldest_ns[k])
+        update = self.market.confirm(msg.instrument, msg.bid, msg.ask, received)
+        if update is None:
+            return ()
+        self.stats["confirmed"] += 1
+        fresh_after = self.now_ns() - self.evaluator.gates.max_quote_age_ns
+        if before < fresh_after <= chain.oldest_ns[k]:
+            return self._evaluate_strike(update)
+        return ()
 
     def _index(self, msg: m.Index):
         base = msg.name.split("_")[0].upper()
+        received = self._received(msg)
         if not self._bases or base in self._bases:
-            self.market.on_index(base, msg.price, msg.ts_recv)
+            self.market.on_index(base, msg.price, received)
         return ()
 
     def _top(self, name, bid, bid_amount, ask, ask_amount, ts_ns, stale):
@@ -179,13 +217,15 @@ class StrategyBoxService(Service):
             self.once(problem, f"{name}: unusable quote ({problem}: bid {bid} x {bid_amount}, "
                       f"ask {ask} x {ask_amount}); its quotes are void until a good one")
             stale = True
-        self._saw(ts_ns)
         touched = self.market.on_top(name, bid, bid_amount, ask, ask_amount, ts_ns, stale)
         if not isinstance(touched, StrikeUpdate):
             return ()  # a forward moved: its expiries are dirty, evaluated by the timer
         self.stats["quotes"] += 1
+        return self._evaluate_strike(touched)
+
+    def _evaluate_strike(self, update: StrikeUpdate):
         self.stats["evaluations"] += 1
-        expiry, k, now = touched.expiry, touched.k, self.now_ns()
+        expiry, k, now = update.expiry, update.k, self.now_ns()
         passing = self.evaluator.at_strike(expiry, k, now)
         scope = self.opps.at_strike(expiry.chain.key, float(expiry.chain.strikes[k]))
         if not passing and not scope:
