@@ -189,7 +189,7 @@ class SignalLeg(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
     side: Literal["buy", "sell"]
     #: The price of the quote it would trade (the ask when buying, the bid when selling).
     price: float
-    #: Contracts for options; USD notional for futures and perpetuals.
+    #: Contracts (coin) for options; USD for inverse futures and perpetuals, coin for linear ones.
     amount: float
     kind: Literal["option", "future", "perpetual"] = "option"
 
@@ -250,7 +250,7 @@ class OrderIntent(Envelope, kw_only=True):
     venue: str
     instrument: str
     side: Literal["buy", "sell"]
-    #: Contracts for options; USD for futures and perpetuals.
+    #: Contracts (coin) for options; USD for inverse futures and perpetuals, coin for linear ones.
     amount: float
     price: float
     order_type: Literal["limit", "market"] = "limit"

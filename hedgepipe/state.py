@@ -111,3 +111,26 @@ def load_state(kinds: Iterable[str], *, run_dir: str = "", url: str = "", timeou
                 except FrameError as exc2:
                     report(topic, exc2.detail)
     return state
+
+
+def priming_wanted(prime: bool | str, inputs: list[str], log_to: logging.Logger) -> bool:
+    """Whether a starting daemon primes itself from Redis: its ``prime_from_redis`` is true,
+    false, or "auto" = unless every input is "-" (a replay or a debugging session piped in,
+    whose output must depend on the stream alone)."""
+    if prime == "auto" and inputs and all(endpoint == "-" for endpoint in inputs):
+        log_to.info("instruments not primed from Redis: every input is a pipe (--in -), so the "
+                    "output depends on the stream alone; --set prime_from_redis=true forces it")
+        return False
+    return bool(prime)
+
+
+def stored_instruments(kinds: list[str], *, run_dir: str, url: str,
+                       log_to: logging.Logger) -> list[messages.Instrument] | None:
+    """The active instruments store-writer holds, or None when no store can be reached (a
+    first start: logged; the daemon learns them from the stream)."""
+    try:
+        state = load_state(kinds, run_dir=run_dir, url=url, timeout_s=1.0)
+    except (ConfigError, UpstreamError) as exc:
+        log_to.info("no stored instruments; learning them from the stream", extra={"reason": str(exc)})
+        return None
+    return [msg for msg in state.values() if isinstance(msg, messages.Instrument) and msg.active]

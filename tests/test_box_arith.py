@@ -159,18 +159,6 @@ def test_a_leg_with_no_quote_leaves_its_boxes_unevaluated():
     assert math.isnan(_one(chain, LONG, 0, 1)[0]) and math.isnan(_one(chain, SHORT, 0, 1)[0])
 
 
-def test_contract_size_multiplies_edge_and_capital_not_size():
-    chain = _chain(LONG_CHEAP, contract_size=2.0)
-    edge, size, capital, _ = _one(chain, LONG, 0, 1)
-    assert edge == pytest.approx(2 * 37.019, abs=1e-9)        # 74.038
-    assert capital == pytest.approx(2 * 1962.981, abs=1e-9)   # 3925.962
-    assert size == pytest.approx(1.2, abs=1e-12)
-    # parity trades too: the reversal at 9000 of PARITY below, x 2 = 2 x -19.486503 = -38.973006
-    parity = _chain(PARITY, forward_ask=10_010.0, forward_bid=9_990.0, contract_size=2.0).parity(REVERSAL, H)
-    assert float(parity.edge[0]) == pytest.approx(-38.973006, abs=1e-9)
-    assert float(parity.capital[0]) == pytest.approx(20_000.0)
-
-
 def test_size_is_the_thinnest_leg_rounded_down_to_the_lot():
     quotes = dict(LONG_CHEAP)
     quotes[(9000, CALL)] = (0.1450, 0.1, 0.1500, 0.09)  # thinner than one lot
@@ -401,8 +389,9 @@ def test_best_hand_worked_when_the_hedge_has_a_fee():
     assert _one(chain, LONG, 0, 1)[0] == pytest.approx(4.5025, abs=1e-9)
     assert _one(chain, LONG, 0, 2)[0] == pytest.approx(4.0025, abs=1e-9)
     assert _one(chain, LONG, 1, 2)[0] == pytest.approx(-195.5975, abs=1e-9)
-    # the bound of (9000, 11000) is the highest: 5.9975 (no box can beat it, true)
-    assert chain.best(LONG, H, bound=True) == (0, 2, pytest.approx(5.9975, abs=1e-9))
+    # At Fb (1 - h) = 9995 the bound of (9000, 11000) would be the highest, 5.9975; a long box's
+    # own bound prices its hedge at Fa (1 + h) = 10 005, exact for boxes that pay: 4.5025.
+    assert chain.best(LONG, H, bound=True) == (0, 1, pytest.approx(4.5025, abs=1e-9))
     picked = chain.best(LONG, H)
     assert picked[:2] == (0, 1) and picked[2] == pytest.approx(4.5025, abs=1e-9)
 
@@ -426,15 +415,16 @@ def test_best_is_the_full_scans_best_with_spread_and_fee_on_the_hedge():
 @pytest.mark.parametrize("seed", range(8))
 def test_best_bound_is_above_every_exact_edge(seed):
     # What best() guarantees (and strategy-box's skip of a full scan relies on): with bound=True
-    # no box of the side has a higher exact edge; the pair's bound is payoff - b x Fb x (1 - h).
+    # no box of the side has a higher exact edge; the pair's bound is payoff - b x c with the
+    # side's own hedge price: Fa (1 + h) for long boxes, Fb (1 - h) for short ones.
     chain = _random_chain(seed, forward_ask=9_110.0, forward_bid=9_090.0)
-    for side in (LONG, SHORT):
+    for side, c in ((LONG, 9_110.0 * (1 + H)), (SHORT, 9_090.0 * (1 - H))):
         i, j, bound = chain.best(side, H, bound=True)
         b = _one(chain, side, i, j)[3]
         width = chain.strikes[j] - chain.strikes[i]
-        assert bound == pytest.approx((width if side == LONG else -width) - b * 9_090.0 * (1 - H), abs=1e-9)
+        assert bound == pytest.approx((width if side == LONG else -width) - b * c, abs=1e-9)
         assert bound >= _full_best(chain, side, H) - 1e-9
-        assert chain.best(side, H)[2] == pytest.approx(_one(chain, side, i, j)[0], abs=1e-12)
+        assert chain.best(side, H)[2] >= _one(chain, side, i, j)[0] - 1e-12
 
 
 @pytest.mark.parametrize("seed", range(8))
@@ -559,3 +549,71 @@ def test_a_mispricing_of_x_btc_is_x_times_f_on_exactly_the_boxes_using_it(smile,
             assert edge == pytest.approx(22.75, rel=1e-9), key
         else:
             assert abs(edge) < 1e-9 * F, key
+
+
+# ---- the per-update shortcuts: the bound and parity in plain floats -----------------------------
+
+@pytest.mark.parametrize("seed", range(12))
+def test_may_pass_with_never_rules_out_a_box_that_reaches_the_floor(seed):
+    # The random chain's noise makes some boxes positive: for each strike k and floor, the O(1)
+    # bound says "maybe" whenever any box with k reaches the floor (and on a fair chain, "no").
+    chain = _random_chain(seed, forward_ask=9_110.0, forward_bid=9_090.0)
+    i_all, j_all = chain.all_pairs()
+    best_with = np.full(len(chain), -np.inf)
+    for side in (LONG, SHORT):
+        edges = np.nan_to_num(chain.box_edges(side, i_all, j_all, H), nan=-np.inf)
+        np.maximum.at(best_with, i_all, edges)
+        np.maximum.at(best_with, j_all, edges)
+    for floor in (-50.0, 0.0, 5.0, 50.0):
+        for k in range(len(chain)):
+            if best_with[k] >= floor:
+                assert chain.may_pass_with(k, floor), (k, floor, best_with[k])
+
+
+def test_may_pass_with_follows_quote_updates_and_forward_moves():
+    chain = _random_chain(3, forward_ask=9_100.0, forward_bid=9_100.0)
+    rng = np.random.default_rng(7)
+    for step in range(300):
+        k = int(rng.integers(len(chain)))
+        option = int(rng.integers(2))
+        bid, bid_amount, ask, ask_amount, ts = chain.quotes[option][k]
+        shift = float(rng.normal(0.0, 0.004))
+        chain.set_quote(k, option, bid + shift if bid == bid else None, bid_amount,
+                        ask + shift if ask == ask else None, ask_amount, ts)
+        if step % 50 == 0:
+            chain.forward_bid = chain.forward_ask = 9_100.0 + float(rng.normal(0.0, 30.0))
+        # the incrementally kept maxima equal a rebuild from scratch
+        probe = [chain.may_pass_with(kk, 0.0) for kk in range(len(chain))]
+        kept = list(chain._maxima)
+        chain._terms_stale = True
+        assert [chain.may_pass_with(kk, 0.0) for kk in range(len(chain))] == probe
+        assert chain._maxima == kept
+
+
+@pytest.mark.parametrize("forward_ask, forward_bid", [(9_100.0, 9_100.0), (9_110.0, 9_090.0)])
+def test_parity_edge_at_one_strike_equals_the_vector_parity(forward_ask, forward_bid):
+    for seed in range(4):
+        chain = _random_chain(seed, forward_ask=forward_ask, forward_bid=forward_bid)
+        for side in (REVERSAL, CONVERSION):
+            vector = chain.parity(side, H).edge
+            for k in range(len(chain)):
+                one = chain.parity_edge(side, k, H)
+                assert (math.isnan(one) and math.isnan(vector[k])) or one == pytest.approx(vector[k], abs=1e-9)
+
+
+def test_may_pass_with_rules_out_every_strike_of_a_fair_chain_with_one_tick_spreads():
+    # What makes the per-update path cheap: 81 strikes 2000-18000 around F = 10 000, Black-76 mids
+    # on the 0.0005 tick, 1 tick each side, fees, a future 100 USD wide. No box reaches 1 USD (the
+    # full scan agrees) and the O(1) bound says so for every strike, the widest boxes included
+    # (a bound pricing every hedge at the bid would not: it undercharges a 16 000 wide long box
+    # 1.6 BTC x (10 050 x 1.0005 - 9 950 x 0.9995) = 176 USD, more than the rest of its cost).
+    quotes = {}
+    for strike in range(2_000, 18_001, 200):
+        for option in (CALL, PUT):
+            mid = round(price_inverse(10_000.0, float(strike), 1.0, 0.8, option == CALL) / 0.0005) * 0.0005
+            quotes[(strike, option)] = (mid - 0.0005 if mid > 0.0005 else None, 5.0, mid + 0.0005, 5.0)
+    chain = _chain(quotes, forward_ask=10_050.0, forward_bid=9_950.0)
+    i, j = chain.all_pairs()
+    for side in (LONG, SHORT):
+        assert np.nanmax(chain.box_edges(side, i, j, H)) < 1.0
+    assert not any(chain.may_pass_with(k, 1.0) for k in range(len(chain)))

@@ -51,6 +51,7 @@ RICH_PUT_IDS = {"BTC-27DEC26-105000-110000-LBOX", "BTC-27DEC26-90000-105000-SBOX
 
 
 def service(clock: FakeClock | None = None, **config) -> StrategyBoxService:
+    config.setdefault("prime_from_redis", False)   # the stream alone (tests of priming set it)
     return StrategyBoxService(StrategyBoxConfig(**config), clock or FakeClock(T0))
 
 
@@ -422,7 +423,8 @@ def test_the_full_scan_after_a_consistent_stream_corrects_nothing():
 def test_the_full_scan_reopens_what_the_tracker_lost_and_counts_it():
     svc = service()
     market(svc)
-    del svc.opps.open[LBOX]                            # lost behind the tracker's back
+    assert timer(svc, "forwards") == []                # the future's first quote, evaluated
+    svc.opps.close(svc.opps.open[LBOX], "lost")        # lost behind the per-update path's back
     outs = timer(svc, "full-scan")
     assert events(outs) == [(LBOX, "open", "")]
     assert signals(outs)[0].edge_usd == pytest.approx(677.731946, abs=1e-6)
@@ -434,6 +436,7 @@ def test_the_full_scan_reopens_what_the_tracker_lost_and_counts_it():
 def test_the_full_scan_closes_what_the_per_update_path_missed_and_counts_it():
     svc = service()
     market(svc)
+    assert timer(svc, "forwards") == []                # the future's first quote, evaluated
     # the call requoted fair without the handler seeing it (as if the per-update path missed it)
     expiry = next(iter(svc.market.expiries.values()))
     k = expiry.chain.index_of(95000.0)
@@ -552,17 +555,18 @@ def test_a_linear_usdc_chain_signals_boxes_with_no_hedge():
                                  f"{LINEAR}-95000-110000-LBOX", f"{LINEAR}-90000-95000-SBOX"}, "open")
     box = opened(outs)[f"{LINEAR}-95000-100000-LBOX"]
     # premium 7450 - 5650 + 5750 - 3350 = 4200 USD; fees 4 x min(0.0003 x 100000 index, 0.125 x p)
-    # = 120; the box pays 5000: (5000 - 4320) x 0.01 BTC per contract = 6.8 USD, already in USD
-    assert box.edge_usd == pytest.approx(6.8, abs=1e-9)
+    # = 120; the box pays 5000: 5000 - 4320 = 680 USD per BTC of amount (linear amounts are in
+    # coin, docs/deribit.md), already in USD
+    assert box.edge_usd == pytest.approx(680.0, abs=1e-9)
     assert box.size == pytest.approx(2.37)                         # 0.01 lots: nothing rounded off
-    assert box.total_usd == pytest.approx(16.116, abs=1e-9)
+    assert box.total_usd == pytest.approx(1611.6, abs=1e-9)
     assert box.option_fees == pytest.approx(120.0)
     assert box.hedge is None and box.hedge_exact is True
     assert {(leg.instrument, leg.side, leg.price) for leg in box.legs} == {
         (f"{LINEAR}-95000-C", "buy", 7450.0), (f"{LINEAR}-100000-C", "sell", 5650.0),
         (f"{LINEAR}-100000-P", "buy", 5750.0), (f"{LINEAR}-95000-P", "sell", 3350.0)}
-    # every box with the cheap call: 1000 gained - 4 x 50 half-spreads - 120 fees = 680 x 0.01
-    assert {round(s.edge_usd, 9) for s in signals(outs)} == {6.8}
+    # every box with the cheap call: 1000 gained - 4 x 50 half-spreads - 120 fees = 680
+    assert {round(s.edge_usd, 9) for s in signals(outs)} == {680.0}
 
 
 def test_a_linear_chain_is_not_signalled_before_its_fee_base_is_known():
@@ -572,49 +576,63 @@ def test_a_linear_chain_is_not_signalled_before_its_fee_base_is_known():
     frames = box_instruments(prefix=LINEAR, future=False, **LINEAR_FIELDS) + box_books(
         prefix=LINEAR, over={f"{LINEAR}-95000-C": (7350.0, 5.0, 7380.0, 2.37)}, unit=100000.0)
     assert run_handler(svc, frames) == []
-    # With the index, C95 offered 1070 USD cheap: (1070 - 4 x 50 - 120) x 0.01 = 7.5 USD.
+    # With the index, C95 offered 1070 USD cheap: 1070 - 4 x 50 - 120 = 750 USD per BTC.
     outs = feed(svc, [(md("index", "btc_usd"), md_index(2, 100000.0))]) + timer(svc, "forwards")
-    assert {round(s.edge_usd, 9) for s in signals(outs)} == {7.5}
+    assert {round(s.edge_usd, 9) for s in signals(outs)} == {750.0}
 
 
 # ---- --trade: order.intent groups ---------------------------------------------------------------
 
-def test_with_trade_each_open_sends_one_intent_group_thinnest_leg_first_hedge_last():
+def test_with_trade_an_open_sends_one_intent_group_thinnest_leg_first_hedge_last():
     svc = service(trade=True)
     outs = market(svc)
     sent = intents(outs)
     sigs = opened(outs)
     assert set(sigs) == CHEAP_CALL_IDS
-    # four boxes of 4 legs + hedge, one reversal of 2 legs + hedge
-    assert len(sent) == 4 * 5 + 3 and svc.stats["intents"] == 23
-    assert len({i.intent_id for i in sent}) == 23
-    groups: dict[str, list[m.OrderIntent]] = {}
-    for intent in sent:
-        groups.setdefault(intent.group_id, []).append(intent)
-    assert len(groups) == 5
-    for group_id, group in groups.items():
-        oid = group[0].opp_id
-        assert sigs[oid].group_id == group_id                    # the signal names its group
-        assert [i.leg for i in group] == list(range(len(group)))
-        assert {i.group_size for i in group} == {len(group)} and {i.opp_id for i in group} == {oid}
-        assert all(len(i.intent_id) <= 64 and i.intent_id.startswith(group_id) for i in group)
-        assert all((i.strategy, i.venue, i.time_in_force) == ("strategy-box", "deribit", "immediate_or_cancel")
-                   for i in group)
-        assert group[-1].instrument == FUT                       # the hedge last
-        # the signal's legs and hedge, no more, no less
-        signal = sigs[oid]
-        assert sorted((i.instrument, i.side, i.price, i.amount) for i in group) == sorted(
-            [(leg.instrument, leg.side, leg.price, leg.amount) for leg in signal.legs]
-            + [(signal.hedge.instrument, signal.hedge.side, signal.hedge.price, signal.hedge.amount)])
-    box = next(g for g in groups.values() if g[0].opp_id == LBOX)
-    # displayed amounts: C95 ask 2.37, P100 ask 3.0, P95 bid 4.0, C100 bid 6.0, then the hedge
-    assert [(i.instrument, i.side) for i in box] == [(C95, "buy"), (P100, "buy"), (P95, "sell"),
-                                                      (C100, "sell"), (FUT, "buy")]
-    assert [i.amount for i in box] == [pytest.approx(2.3)] * 4 + [9940.0]
+    # The reversal opens first (the stream quotes C95, then P95) and its group takes 2.3 of the
+    # 2.37 C95 offered; every box after it also buys C95 at that ask: 0.07 left is under a lot,
+    # so their groups are not sent (the displayed amount is never asked for twice).
+    assert [i.opp_id for i in sent] == [REV] * 3 and svc.stats["intents"] == 3
+    assert svc.stats["intents_cut"] == 4
+    group_id = sent[0].group_id
+    assert sigs[REV].group_id == group_id and all(sigs[oid].group_id == "" for oid in CHEAP_CALL_IDS - {REV})
+    assert [i.leg for i in sent] == [0, 1, 2] and {i.group_size for i in sent} == {3}
+    assert all(len(i.intent_id) <= 64 and i.intent_id.startswith(group_id) for i in sent)
+    assert len({i.intent_id for i in sent}) == 3
+    assert all((i.strategy, i.venue, i.time_in_force) == ("strategy-box", "deribit", "immediate_or_cancel")
+               for i in sent)
+    # thinnest displayed first: C95 ask 2.37 before P95 bid 4.0; the hedge last, sized for 2.3
+    assert [(i.instrument, i.side, i.amount) for i in sent[:2]] == [(C95, "buy", pytest.approx(2.3)),
+                                                                  (P95, "sell", pytest.approx(2.3))]
+    signal = sigs[REV]
+    assert sent[2].instrument == FUT and (sent[2].side, sent[2].price, sent[2].amount) == (
+        signal.hedge.side, signal.hedge.price, signal.hedge.amount)
     # the intents of a group go out before the signal that names it
     order = [msg.group_id if isinstance(msg, m.OrderIntent) else f"signal {msg.group_id}" for _, msg in outs]
-    for group_id in groups:
-        assert order.index(f"signal {group_id}") > max(n for n, g in enumerate(order) if g == group_id)
+    assert order.index(f"signal {group_id}") > max(n for n, g in enumerate(order) if g == group_id)
+
+
+def test_structures_opened_together_share_a_leg_by_total_edge():
+    # The future quoted last: all five open in one pass of the forward timer. They all buy C95
+    # (2.37 offered): the best total edge gets it, the reversal (789.69 x 2.3), the rest is cut.
+    svc = service(trade=True)
+    frames = box_instruments() + box_books(over=MARKET)
+    assert run_handler(svc, frames) == []                       # no forward yet
+    feed(svc, [future_book(FUTURE_BID, FUTURE_ASK)])
+    outs = timer(svc, "forwards")
+    assert set(opened(outs)) == CHEAP_CALL_IDS
+    totals = {s.opp_id: s.total_usd for s in signals(outs)}
+    assert max(totals, key=totals.get) == REV
+    assert {i.opp_id for i in intents(outs)} == {REV} and svc.stats["intents_cut"] == 4
+    # Everything closes (C95 fair again); C95 cheap again at another price, 10 offered. The
+    # reversal reopens with size min(C95 ask 10, P95 bid 4) = 4, but its group is 1.7: the
+    # P95 bid is the same quote (0.0335) the first group already sold 2.3 into, while the 2.3
+    # taken of C95 at the old price does not count against its new quote.
+    assert [s.event for s in signals(feed(svc, [book(C95, 0.0835, 5.0, 0.0845, 2.37)]))] == ["close"] * 5
+    outs = feed(svc, [book(C95, 0.0735, 5.0, 0.0744, 10.0)])
+    assert opened(outs)[REV].size == pytest.approx(4.0)
+    rev = [i for i in intents(outs) if i.opp_id == REV]
+    assert [(i.instrument, i.amount) for i in rev[:2]] == [(P95, pytest.approx(1.7)), (C95, pytest.approx(1.7))]
 
 
 def test_updates_and_closes_send_no_intents():
@@ -622,13 +640,13 @@ def test_updates_and_closes_send_no_intents():
     market(svc)
     outs = feed(svc, [book(P100, 0.0565, 5.0, 0.057, 3.0), book(C95, 0.0835, 5.0, 0.0845, 2.37)])
     assert [s.event for s in signals(outs)].count("close") == 5 and intents(outs) == []
-    assert svc.stats["intents"] == 23
+    assert svc.stats["intents"] == 3
 
 
 def test_intent_ids_of_two_runs_never_collide():
     first = intents(market(service(FakeClock(T0), trade=True)))
     second = intents(market(service(FakeClock(T0 + 1_000_000), trade=True)))    # started 1 ms later
-    assert len(first) == len(second) == 23
+    assert len(first) == len(second) == 3
     assert not {i.intent_id for i in first} & {i.intent_id for i in second}
 
 

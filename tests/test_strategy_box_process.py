@@ -89,17 +89,16 @@ def test_with_trade_it_also_publishes_the_intent_groups(short_tmp):
     signals = {msg.opp_id: msg for t, msg in got if t.startswith("signal.box.")}
     intents = [(t, msg) for t, msg in got if t.startswith("order.intent.")]
     assert set(signals) == CHEAP_CALL_IDS
-    assert len(intents) == 4 * 5 + 3                  # four boxes: 4 legs + hedge; the reversal: 2 + hedge
+    # the reversal opens first and its group takes C95's offer; the boxes that also buy it are cut
+    assert len(intents) == 3                          # the reversal: 2 legs + hedge
     assert all(t == f"order.intent.deribit.{msg.instrument}" for t, msg in intents)
-    assert len({msg.intent_id for _, msg in intents}) == 23
+    assert len({msg.intent_id for _, msg in intents}) == 3
     assert all(len(msg.intent_id) <= 64 for _, msg in intents)
-    groups = {signal.group_id for signal in signals.values()}
-    assert len(groups) == 5 and groups == {msg.group_id for _, msg in intents}
-    box = [msg for _, msg in intents if msg.opp_id == "BTC-27DEC26-95000-100000-LBOX"]
-    assert [(i.leg, i.instrument) for i in box] == [
-        (0, C95), (1, box_option(100000, "P")), (2, P95), (3, C100), (4, BOX_PREFIX)]
+    groups = {signal.group_id for signal in signals.values()} - {""}
+    assert len(groups) == 1 and groups == {msg.group_id for _, msg in intents}
+    assert [(i.leg, i.instrument) for _, i in intents] == [(0, C95), (1, P95), (2, BOX_PREFIX)]
     counters = [msg for t, msg in got if t == "hb.strategy-box"][-1].counters
-    assert (counters["intents"], counters["opened"]) == (23, 5)
+    assert (counters["intents"], counters["intents_cut"], counters["opened"]) == (3, 4, 5)
 
 
 def test_all_without_scan_chain_is_a_usage_error(short_tmp):

@@ -21,6 +21,10 @@ when buying, its bid ``Fb`` when selling, paying the future fee ``h`` on the not
 the edge per unit of underlying is ``payoff - hedge_cost(b)``. Linear (USDC) options pay
 their premium in USD: edge = payoff - premium - hedge_cost(forward leg only).
 
+Amounts are in the options' amount unit, one coin (a Deribit coin option contract is 1 coin;
+USDC options trade in coin too), and every edge, capital and size is per that unit, called
+"per contract" below.
+
 A box's edge is the sum of one term per strike, so the incremental pass (one strike against
 all others) and the full pass (every pair) run the same code on different index arrays, and
 the best pair of an expiry has a one-pass prefix-maximum bound (:meth:`ExpiryChain.best`).
@@ -39,6 +43,7 @@ CALL, PUT = 0, 1
 LONG, SHORT, REVERSAL, CONVERSION = "long", "short", "reversal", "conversion"
 #: Float noise allowed when rounding a size down to the lot step.
 _LOT_EPS = 1e-9
+_NAN = float("nan")
 
 
 @dataclass(frozen=True)
@@ -70,62 +75,85 @@ class Pairs:
 class ExpiryChain:
     """Quotes by strike of one expiry (calls and puts), and the edges over them."""
 
-    def __init__(self, key: ChainKey, *, inverse: bool = True, contract_size: float = 1.0,
-                 lot: float = 0.1, fees: FeeSchedule = FeeSchedule()):
+    def __init__(self, key: ChainKey, *, inverse: bool = True, lot: float = 0.1,
+                 fees: FeeSchedule = FeeSchedule()):
         self.key = key
         #: The expiry as in instrument names (``22MAY20``).
         self.code = expiry_code(key.expiry_ns // 1_000_000)
         self.inverse = inverse
-        self.contract_size = contract_size
         self.lot = lot
         self.fees = fees
         self.strikes = np.empty(0)
-        #: [CALL|PUT, strike]: best bid/ask price and amount; NaN = no usable quote.
-        self.bid = np.empty((2, 0))
-        self.ask = np.empty((2, 0))
-        self.bid_amount = np.zeros((2, 0))
-        self.ask_amount = np.zeros((2, 0))
-        #: [CALL|PUT, strike]: when the quote was received (ns); 0 = never.
-        self.ts = np.zeros((2, 0), dtype=np.int64)
+        #: strike -> its index (kept with ``strikes``: the per-update path looks it up).
+        self._index: dict[float, int] = {}
+        #: [CALL|PUT][strike]: [bid, bid amount, ask, ask amount, received ns] as plain floats
+        #: (read one at a time on every update); a side without a usable quote is NaN at 0.
+        self.quotes: list[list[list]] = [[], []]
         self.names: list[list[str | None]] = [[], []]
+        #: Per strike, the BTC paid for each synthetic, option fees included (NaN: no quote).
         self.syn_long = np.empty(0)
         self.syn_short = np.empty(0)
         #: Contracts tradeable in each synthetic: min of its two legs' displayed amounts.
         self.long_amount = np.zeros(0)
         self.short_amount = np.zeros(0)
-        #: Per strike, the older of its call's and put's quote times.
+        #: Per strike, the older of its call's and put's quote times (ns; 0 = never).
         self.oldest_ns = np.zeros(0, dtype=np.int64)
         #: The forward's ask and bid (USD): where the hedge buys and sells BTC forward.
-        self.forward_ask = float("nan")
-        self.forward_bid = float("nan")
+        self._forward_ask = float("nan")
+        self._forward_bid = float("nan")
         #: One unit of underlying in the option's price unit: 1 (inverse), or the index (linear:
         #: NaN until one is known, so nothing is priced with a made-up fee).
         self.fee_underlying = 1.0 if inverse else float("nan")
         self._pairs_cache: tuple[int, np.ndarray, np.ndarray] | None = None
+        # The bound terms (see ``may_pass_with``), rebuilt lazily after a forward change.
+        self._terms = np.empty((4, 0))
+        self._maxima = [-np.inf] * 4
+        self._c_long = self._c_short = float("nan")
+        self._terms_stale = True
+
+    # ---- the forward (setting it makes the bound terms stale) -----------------------------------
+    @property
+    def forward_ask(self) -> float:
+        return self._forward_ask
+
+    @forward_ask.setter
+    def forward_ask(self, value: float) -> None:
+        if value != self._forward_ask:
+            self._terms_stale = True
+        self._forward_ask = value
+
+    @property
+    def forward_bid(self) -> float:
+        return self._forward_bid
+
+    @forward_bid.setter
+    def forward_bid(self, value: float) -> None:
+        if value != self._forward_bid:
+            self._terms_stale = True
+        self._forward_bid = value
 
     # ---- the chain's shape -------------------------------------------------------------------
     def __len__(self) -> int:
         return len(self.strikes)
 
     def index_of(self, strike: float) -> int | None:
-        k = int(np.searchsorted(self.strikes, strike))
-        return k if k < len(self.strikes) and self.strikes[k] == strike else None
+        return self._index.get(strike)
 
     def add(self, strike: float, option: int, name: str) -> int:
         """Register an instrument (its strike inserted if new); returns the strike's index."""
-        k = self.index_of(strike)
+        k = self._index.get(strike)
         if k is None:
             k = int(np.searchsorted(self.strikes, strike))
             self.strikes = np.insert(self.strikes, k, strike)
-            for attr, fill in (("bid", np.nan), ("ask", np.nan), ("bid_amount", 0.0), ("ask_amount", 0.0),
-                               ("ts", 0)):
-                setattr(self, attr, np.insert(getattr(self, attr), k, fill, axis=1))
+            self._index = {float(x): n for n, x in enumerate(self.strikes)}
             for attr, fill in (("syn_long", np.nan), ("syn_short", np.nan), ("long_amount", 0.0),
                                ("short_amount", 0.0), ("oldest_ns", 0)):
                 setattr(self, attr, np.insert(getattr(self, attr), k, fill))
-            self.names[CALL].insert(k, None)
-            self.names[PUT].insert(k, None)
+            for option_ in (CALL, PUT):
+                self.quotes[option_].insert(k, [_NAN, 0.0, _NAN, 0.0, 0])
+                self.names[option_].insert(k, None)
             self._pairs_cache = None
+            self._terms_stale = True
         self.names[option][k] = name
         return k
 
@@ -133,27 +161,28 @@ class ExpiryChain:
     def set_quote(self, k: int, option: int, bid: float | None, bid_amount: float | None,
                   ask: float | None, ask_amount: float | None, ts_ns: int) -> None:
         """One instrument's best bid and ask; None, 0 or a missing amount = that side is absent."""
-        self.bid[option, k] = bid if bid and bid_amount else np.nan
-        self.ask[option, k] = ask if ask and ask_amount else np.nan
-        self.bid_amount[option, k] = bid_amount or 0.0
-        self.ask_amount[option, k] = ask_amount or 0.0
-        self.ts[option, k] = ts_ns
+        q = self.quotes[option][k]
+        q[0] = bid if bid and bid_amount else _NAN
+        q[1] = bid_amount or 0.0
+        q[2] = ask if ask and ask_amount else _NAN
+        q[3] = ask_amount or 0.0
+        q[4] = ts_ns
         self._refresh(k)
 
     def confirm(self, k: int, option: int, bid: float | None, ask: float | None, ts_ns: int) -> bool:
         """Another source (a ticker) shows the same best bid and ask at ``ts_ns``: the quote is
         still current, so it is younger. False (nothing changed) when the prices differ."""
-        for held, seen in ((self.bid[option, k], bid), (self.ask[option, k], ask)):
-            if not (held == seen or (held != held and not seen)):  # equal, or both absent
-                return False
-        if ts_ns > self.ts[option, k]:
-            self.ts[option, k] = ts_ns
-            self.oldest_ns[k] = min(self.ts[CALL, k], self.ts[PUT, k])
+        q = self.quotes[option][k]
+        if not (same_price(q[0], bid) and same_price(q[2], ask)):
+            return False
+        if ts_ns > q[4]:
+            q[4] = ts_ns
+            self.oldest_ns[k] = min(self.quotes[CALL][k][4], self.quotes[PUT][k][4])
         return True
 
     def clear_quote(self, k: int, option: int) -> None:
         """The instrument's book is stale or gone: its quotes no longer count."""
-        self.set_quote(k, option, None, None, None, None, int(self.ts[option, k]))
+        self.set_quote(k, option, None, None, None, None, self.quotes[option][k][4])
 
     def set_fee_underlying(self, value: float) -> None:
         """Linear chains: the USD value of one unit, on which the option fee is charged."""
@@ -164,15 +193,94 @@ class ExpiryChain:
 
     def _refresh(self, k: int) -> None:
         """Recompute strike k's synthetics from its four quotes (NaN propagates)."""
-        fee = self.fees.option_fee
-        u = self.fee_underlying
-        ca, cb = self.ask[CALL, k], self.bid[CALL, k]
-        pa, pb = self.ask[PUT, k], self.bid[PUT, k]
-        self.syn_long[k] = ca + fee(ca, u) - pb + fee(pb, u)
-        self.syn_short[k] = -cb + fee(cb, u) + pa + fee(pa, u)
-        self.long_amount[k] = min(self.ask_amount[CALL, k], self.bid_amount[PUT, k])
-        self.short_amount[k] = min(self.bid_amount[CALL, k], self.ask_amount[PUT, k])
-        self.oldest_ns[k] = min(self.ts[CALL, k], self.ts[PUT, k])
+        fees, u = self.fees, self.fee_underlying
+        rate, cap = fees.option_rate * u, fees.option_cap
+        cb, cb_amount, ca, ca_amount, c_ts = self.quotes[CALL][k]
+        pb, pb_amount, pa, pa_amount, p_ts = self.quotes[PUT][k]
+        # fee = min(rate, cap * price), written out: this runs on every update
+        syn_long = ca + min(rate, cap * ca) - pb + min(rate, cap * pb)
+        syn_short = -cb + min(rate, cap * cb) + pa + min(rate, cap * pa)
+        self.syn_long[k] = syn_long
+        self.syn_short[k] = syn_short
+        self.long_amount[k] = min(ca_amount, pb_amount)
+        self.short_amount[k] = min(cb_amount, pa_amount)
+        self.oldest_ns[k] = min(c_ts, p_ts)
+        if not self._terms_stale:
+            self._set_terms(k, syn_long, syn_short)
+
+    # ---- the per-strike bound -----------------------------------------------------------------
+    # hedge_cost(b) = max(b * Fa (1 + h), b * Fb (1 - h)): each line is below it for any b, so
+    # with either price c, edge <= payoff - b * c, which splits into one term per strike:
+    #     term_long[k]  = -K_k - c * syn_long[k]     (a synthetic long's share)
+    #     term_short[k] =  K_k - c * syn_short[k]    (a synthetic short's share)
+    # long box (i < j) <= term_long[i] + term_short[j] with c = Fa (1 + h) (exact when it pays,
+    # as long boxes do); short box <= term_short[i] + term_long[j] with c = Fb (1 - h) (exact
+    # when credited, as short boxes are). Linear chains: c = 1, exact. A box with strike k is
+    # then at most term[k] + the other term's maximum: two additions per side and update, the
+    # maxima kept up to date, and a normal market (spreads, fees) is ruled out by it.
+    def _bound_prices(self) -> tuple[float, float]:
+        """c for long boxes, c for short boxes."""
+        if not self.inverse:
+            return 1.0, 1.0
+        h = self.fees.future_taker
+        return self._forward_ask * (1.0 + h), self._forward_bid * (1.0 - h)
+
+    def _set_terms(self, k: int, syn_long: float, syn_short: float) -> None:
+        strike = float(self.strikes[k])
+        terms, maxima = self._terms, self._maxima
+        for n, (c, syn, sign) in enumerate(((self._c_long, syn_long, -1.0), (self._c_long, syn_short, 1.0),
+                                            (self._c_short, syn_long, -1.0), (self._c_short, syn_short, 1.0))):
+            term = sign * strike - c * syn
+            if term != term:  # no quote (or no forward): never the maximum
+                term = -np.inf
+            row = terms[n]
+            old = row[k]
+            row[k] = term
+            if term >= maxima[n]:
+                maxima[n] = term
+            elif old == maxima[n]:  # the maximum went down: look again
+                maxima[n] = float(row.max())
+
+    def _rebuild_terms(self) -> None:
+        self._c_long, self._c_short = self._bound_prices()
+        self._terms = _term_rows(self.strikes, self.syn_long, self.syn_short, self._c_long, self._c_short)
+        self._maxima = [float(row.max()) if len(row) else -np.inf for row in self._terms]
+        self._terms_stale = False
+
+    def may_pass_with(self, k: int, floor: float) -> bool:
+        """False only when no box with strike k can have an edge per contract >= ``floor``.
+
+        First against each term's maximum over all strikes (O(1)); when that cannot rule the
+        strike out, against the maxima on the right side of k only (O(N), a few reductions):
+        the all-strike maxima ignore i < j, which the hedge's spread and fee make matter.
+        """
+        if self._terms_stale:
+            self._rebuild_terms()
+        t, mx = self._terms, self._maxima
+        if max(t[0, k] + mx[1], mx[0] + t[1, k],        # long boxes with k as K1, as K2
+               t[3, k] + mx[2], mx[3] + t[2, k]) < floor:  # short boxes with k as K1, as K2
+            return False
+        if k + 1 < len(self.strikes):
+            above = t[1:3, k + 1:].max(axis=1)       # term_short (long price), term_long (short price)
+            if t[0, k] + above[0] >= floor or t[3, k] + above[1] >= floor:
+                return True
+        if k > 0:
+            below = t[[0, 3], :k].max(axis=1)        # term_long (long price), term_short (short price)
+            if below[0] + t[1, k] >= floor or below[1] + t[2, k] >= floor:
+                return True
+        return False
+
+    def parity_edge(self, side: str, k: int, h: float) -> float:
+        """:meth:`parity`'s edge at one strike, in plain floats (the per-update path)."""
+        strike = float(self.strikes[k])
+        if side == REVERSAL:
+            premium, forward_btc, payoff = float(self.syn_long[k]), -1.0, -strike
+        else:
+            premium, forward_btc, payoff = float(self.syn_short[k]), 1.0, strike
+        b = premium + forward_btc if self.inverse else forward_btc
+        cost = b * self._forward_ask * (1.0 + h) if b >= 0 else b * self._forward_bid * (1.0 - h)
+        edge = payoff - cost if self.inverse else payoff - premium - cost
+        return edge
 
     # ---- edges -------------------------------------------------------------------------------
     def hedge_cost(self, b, h: float):
@@ -196,7 +304,7 @@ class ExpiryChain:
             edge = sign * width - self.hedge_cost(premium, h)
         else:
             edge = sign * width - premium
-        return edge * self.contract_size
+        return edge
 
     def box_edges(self, side: str, i: np.ndarray, j: np.ndarray, h: float) -> np.ndarray:
         """Edge per contract of the boxes (K_i < K_j) of one side; NaN where a quote is missing."""
@@ -248,13 +356,13 @@ class ExpiryChain:
             edge = payoff - premium - self.hedge_cost(b, h)
         # The capital: the synthetic's notional, one unit at the forward.
         capital = np.full_like(edge, (self.forward_ask + self.forward_bid) / 2.0)
-        return self._pairs(side, k, k, edge * self.contract_size, amount, capital, b)
+        return self._pairs(side, k, k, edge, amount, capital, b)
 
     def _pairs(self, side, i, j, edge, amount, capital, b) -> Pairs:
-        """``edge`` already per contract; capital per unit."""
+        """Sizes rounded down to the lot, the older leg's age, as Pairs."""
         size = np.floor(amount / self.lot + _LOT_EPS) * self.lot
         oldest = np.minimum(self.oldest_ns[i], self.oldest_ns[j])
-        return Pairs(side, i, j, edge, size, capital * self.contract_size, b, oldest)
+        return Pairs(side, i, j, edge, size, capital, b, oldest)
 
     # ---- which pairs -------------------------------------------------------------------------
     def pairs_with(self, k: int) -> tuple[np.ndarray, np.ndarray]:
@@ -279,42 +387,72 @@ class ExpiryChain:
 
     def best(self, side: str, h: float, fresh_after_ns: int = 0,
              bound: bool = False) -> tuple[int, int, float] | None:
-        """The best box of this side in O(N): one prefix-maximum pass per hedge price.
+        """The best box of this side in O(N), from the per-strike bound terms.
 
-        The edge is ``payoff - hedge_cost(b)``, and ``hedge_cost(b)`` is ``b * c`` with
-        ``c = Fa (1 + h)`` when b >= 0 (premium paid: BTC bought forward) and ``Fb (1 - h)``
-        when b < 0. With one c the edge splits into one term per strike, so the best pair is
-        max over j of (term_j + max of term_i, i < j). ``Fb (1 - h)`` gives an upper bound of
-        every box (``bound``: returned as is; no box of the side has more); the exact best is
-        the better of the two passes' pairs, exact whenever the side's boxes all pay or are all
-        paid (the normal case). Linear chains: c = 1, exact. None: no quoted pair.
+        With one hedge price c the edge bound splits into a term per strike, so the best pair
+        is max over j of (term_j + max of term_i, i < j): a prefix-maximum pass. A pass at
+        ``Fa (1 + h)`` prices every box that pays exactly, one at ``Fb (1 - h)`` every box that
+        is credited; the better exact edge of the two passes' pairs is the best box whenever a
+        side's boxes all hedge one way (the normal market). ``bound``: the side's own pass only
+        (long at Fa (1 + h), short at Fb (1 - h)), returned as a bound no box of the side
+        exceeds. Linear chains: one exact pass. Quotes older than ``fresh_after_ns`` count as
+        missing. Returns (i, j, edge per contract) or None when no pair is quoted.
         """
         if len(self.strikes) < 2:
             return None
-        if not self.inverse:
-            return self._best_pass(side, 1.0, fresh_after_ns)
-        low = self._best_pass(side, self.forward_bid * (1.0 - h), fresh_after_ns)
-        if low is None or bound:
-            return low
-        high = self._best_pass(side, self.forward_ask * (1.0 + h), fresh_after_ns)
-        picks = {(p[0], p[1]) for p in (low, high) if p is not None}
+        rows = self._bound_rows(h)
+        # (first strike's row, second strike's row) per pass; the side's own price first
+        if side == LONG:
+            passes = ((rows[0], rows[1]), (rows[2], rows[3]))
+        else:
+            passes = ((rows[3], rows[2]), (rows[1], rows[0]))
+        if fresh_after_ns:
+            old = self.oldest_ns < fresh_after_ns
+            passes = tuple((np.where(old, -np.inf, a), np.where(old, -np.inf, b)) for a, b in passes)
+        if bound or not self.inverse:
+            found = _prefix_best(*passes[0])
+            if found is None or bound:
+                return found
+            picks = [found]
+        else:
+            picks = [p for p in (_prefix_best(*passes[0]), _prefix_best(*passes[1])) if p is not None]
+            if not picks:
+                return None
         i = np.array([p[0] for p in picks])
         j = np.array([p[1] for p in picks])
         edges = self.box_edges(side, i, j, h)
         n = int(np.nanargmax(edges)) if not np.all(np.isnan(edges)) else 0
         return int(i[n]), int(j[n]), float(edges[n])
 
-    def _best_pass(self, side: str, c: float, fresh_after_ns: int) -> tuple[int, int, float] | None:
-        """Best (i, j) of ``payoff - premium * c`` and that value per contract."""
-        first, second, sign = self._sides(side)
-        term_i = -sign * self.strikes - c * first
-        term_j = sign * self.strikes - c * second
-        usable = self.oldest_ns >= fresh_after_ns
-        term_i = np.where(usable & ~np.isnan(term_i), term_i, -np.inf)
-        term_j = np.where(usable & ~np.isnan(term_j), term_j, -np.inf)
-        total = np.maximum.accumulate(term_i[:-1]) + term_j[1:]
-        j = int(np.argmax(total)) + 1
-        if not np.isfinite(total[j - 1]):
-            return None
-        i = int(np.argmax(term_i[:j]))
-        return i, j, float(total[j - 1]) * self.contract_size
+    def _bound_rows(self, h: float) -> np.ndarray:
+        """The four bound-term rows for hedge fee h (kept up to date for the fee schedule's)."""
+        if h == self.fees.future_taker or not self.inverse:
+            if self._terms_stale:
+                self._rebuild_terms()
+            return self._terms
+        sell = self._forward_bid * (1.0 - h)
+        buy = self._forward_ask * (1.0 + h)
+        return _term_rows(self.strikes, self.syn_long, self.syn_short, buy, sell)
+
+
+def same_price(held: float, seen: float | None) -> bool:
+    """A held price (NaN: none) equals a ticker's (None or 0: none)."""
+    return held == seen or (held != held and not seen)
+
+
+def _term_rows(strikes, syn_long, syn_short, c_long: float, c_short: float) -> np.ndarray:
+    """[term_long, term_short at c_long; term_long, term_short at c_short], -inf for no quote."""
+    with np.errstate(invalid="ignore"):
+        rows = np.array([-strikes - c_long * syn_long, strikes - c_long * syn_short,
+                         -strikes - c_short * syn_long, strikes - c_short * syn_short])
+    return np.where(np.isnan(rows), -np.inf, rows).reshape(4, len(strikes))
+
+
+def _prefix_best(first: np.ndarray, second: np.ndarray) -> tuple[int, int, float] | None:
+    """argmax over i < j of first[i] + second[j], and its value; None when all are -inf."""
+    total = np.maximum.accumulate(first[:-1]) + second[1:]
+    j = int(np.argmax(total)) + 1
+    value = float(total[j - 1])
+    if value == -np.inf or value != value:
+        return None
+    return int(np.argmax(first[:j])), j, value

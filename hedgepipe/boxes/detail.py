@@ -79,7 +79,7 @@ def describe(chain: ExpiryChain, side: str, i: int, j: int, hedge_rate: float, n
     hedge_price = chain.forward_ask if b >= 0 else chain.forward_bid
     if not math.isfinite(hedge_price):
         hedge_price = 0.0  # a linear box with no forward known: it needs none
-    hedge_usd = abs(b) * hedge_price * chain.contract_size if b else 0.0
+    hedge_usd = abs(b) * hedge_price if b else 0.0
     edge = float(ev.edge[0])
     capital = float(ev.capital[0])
     if not math.isfinite(capital):
@@ -97,10 +97,8 @@ def describe(chain: ExpiryChain, side: str, i: int, j: int, hedge_rate: float, n
 def _legs(chain: ExpiryChain, k: int, synthetic_long: bool) -> tuple[Leg, ...]:
     legs = []
     for option, side in _SYNTHETIC[synthetic_long]:
-        if side == BUY:
-            price, shown = chain.ask[option, k], chain.ask_amount[option, k]
-        else:
-            price, shown = chain.bid[option, k], chain.bid_amount[option, k]
+        bid, bid_amount, ask, ask_amount, _ = chain.quotes[option][k]
+        price, shown = (ask, ask_amount) if side == BUY else (bid, bid_amount)
         price = float(price)
         legs.append(Leg(instrument=chain.names[option][k] or "", side=side, price=price,
                         displayed=float(shown), fee=chain.fees.option_fee(price, chain.fee_underlying)))

@@ -14,8 +14,8 @@ from typing import Callable
 
 import numpy as np
 
-from .chain import CONVERSION, LONG, REVERSAL, SHORT
-from .detail import Structure, describe
+from .chain import CONVERSION, LONG, REVERSAL, SHORT, Pairs
+from .detail import YEAR_NS, Structure, describe
 from .market import Expiry, Quote
 
 BOX_SIDES = (LONG, SHORT)
@@ -35,11 +35,27 @@ class Gates:
     parity: bool = True
 
 
-@dataclass(frozen=True)
+@dataclass
 class Candidate:
+    """A structure that passes, with what the lifecycle compares; spelled out only on demand
+    (an open or an update), since most passing structures are already open and unchanged."""
+
     opp_id: str
     expiry: Expiry
-    structure: Structure
+    side: str
+    i: int
+    j: int
+    edge_usd: float
+    size: float
+    hedge_rate: float
+    now_ns: int
+    _structure: Structure | None = None
+
+    @property
+    def structure(self) -> Structure:
+        if self._structure is None:
+            self._structure = describe(self.expiry.chain, self.side, self.i, self.j, self.hedge_rate, self.now_ns)
+        return self._structure
 
 
 def strike_text(strike: float) -> str:
@@ -104,34 +120,41 @@ class Evaluator:
                 and self.forward_problem(expiry, now_ns) is None)
 
     def at_strike(self, expiry: Expiry, k: int, now_ns: int) -> dict[str, Candidate]:
-        """Every structure with strike k that passes: O(N) in the chain's strikes."""
+        """Every structure with strike k that passes: O(1) when the bound rules them out (the
+        usual case), O(N) vectorised otherwise."""
         if self.chain_problem(expiry, now_ns) is not None:
             return {}
-        chain, h, out = expiry.chain, self.gates.hedge_rate, {}
-        for side in BOX_SIDES:
-            edges = chain.box_edges_with(side, k, h)
-            for pos in np.flatnonzero(edges >= self.gates.min_edge_usd):
-                i, j = chain.pair_at(k, int(pos))
-                self._judge(expiry, side, i, j, now_ns, out)
+        chain, h, floor, out = expiry.chain, self.gates.hedge_rate, self.gates.min_edge_usd, {}
+        if chain.may_pass_with(k, floor):
+            above = len(chain) - k - 1
+            for side in BOX_SIDES:
+                pos = np.flatnonzero(chain.box_edges_with(side, k, h) >= floor)
+                if pos.size:
+                    i = np.where(pos < above, k, pos - above)
+                    j = np.where(pos < above, pos + k + 1, k)
+                    self._gate(expiry, chain.boxes(side, i, j, h), now_ns, out)
         if self._parity_here(expiry, now_ns):
             for side in PARITY_SIDES:
-                if chain.parity(side, h, np.array([k])).edge[0] >= self.gates.min_edge_usd:
-                    self._judge(expiry, side, k, k, now_ns, out)
+                if chain.parity_edge(side, k, h) >= floor:
+                    self._gate(expiry, chain.parity(side, h, np.array([k])), now_ns, out)
         return out
 
     def whole(self, expiry: Expiry, now_ns: int) -> dict[str, Candidate]:
         """Every structure of the expiry that passes: O(N^2) pairs, vectorised."""
         if self.chain_problem(expiry, now_ns) is not None:
             return {}
-        chain, h, out = expiry.chain, self.gates.hedge_rate, {}
+        chain, h, floor, out = expiry.chain, self.gates.hedge_rate, self.gates.min_edge_usd, {}
         i, j = chain.all_pairs()
         for side in BOX_SIDES:
-            for n in np.flatnonzero(chain.box_edges(side, i, j, h) >= self.gates.min_edge_usd):
-                self._judge(expiry, side, int(i[n]), int(j[n]), now_ns, out)
+            pos = np.flatnonzero(chain.box_edges(side, i, j, h) >= floor)
+            if pos.size:
+                self._gate(expiry, chain.boxes(side, i[pos], j[pos], h), now_ns, out)
         if self._parity_here(expiry, now_ns):
             for side in PARITY_SIDES:
-                for k in np.flatnonzero(chain.parity(side, h).edge >= self.gates.min_edge_usd):
-                    self._judge(expiry, side, int(k), int(k), now_ns, out)
+                ev = chain.parity(side, h)
+                pos = np.flatnonzero(ev.edge >= floor)
+                if pos.size:
+                    self._gate(expiry, chain.parity(side, h, pos), now_ns, out)
         return out
 
     def could_pass(self, expiry: Expiry, now_ns: int) -> bool:
@@ -147,11 +170,23 @@ class Evaluator:
             return any(bool(np.any(chain.parity(side, h).edge >= floor)) for side in PARITY_SIDES)
         return False
 
-    def _judge(self, expiry: Expiry, side: str, i: int, j: int, now_ns: int, out: dict) -> None:
-        s = describe(expiry.chain, side, i, j, self.gates.hedge_rate, now_ns)
-        if self._reason(expiry, s, i, j, now_ns) is None:
-            oid = opp_id(expiry, side, s.k1, s.k2)
-            out[oid] = Candidate(oid, expiry, s)
+    def _gate(self, expiry: Expiry, ev: Pairs, now_ns: int, out: dict) -> None:
+        """The gates besides the edge (already >= min_edge), on arrays; passing ones to ``out``."""
+        g, chain = self.gates, expiry.chain
+        ok = ((ev.size >= chain.lot * (1 - 1e-9)) & (ev.edge * ev.size >= g.min_total_usd)
+              & (ev.oldest_ns >= now_ns - g.max_quote_age_ns))
+        if g.min_annual_rate > 0:
+            years = (chain.key.expiry_ns - now_ns) / YEAR_NS
+            with np.errstate(invalid="ignore", divide="ignore"):
+                rate = ev.edge / ev.capital / years
+            ok &= np.isnan(ev.capital) | (rate >= g.min_annual_rate)  # no capital: paid to take
+        strikes = chain.strikes
+        parity = ev.side in PARITY_SIDES
+        for n in np.flatnonzero(ok):
+            i, j = int(ev.i[n]), int(ev.j[n])
+            oid = opp_id(expiry, ev.side, float(strikes[i]), None if parity else float(strikes[j]))
+            out[oid] = Candidate(oid, expiry, ev.side, i, j, float(ev.edge[n]), float(ev.size[n]),
+                                 g.hedge_rate, now_ns)
 
     def why_not(self, expiry: Expiry, side: str, k1: float, k2: float | None, now_ns: int) -> str:
         """The first gate this structure fails now (for a close's reason)."""

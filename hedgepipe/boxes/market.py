@@ -12,8 +12,9 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass, field
 
+from ..etl.universe import definition_problem
 from ..messages import Instrument
-from .chain import CALL, PUT, ChainKey, ExpiryChain
+from .chain import CALL, PUT, ChainKey, ExpiryChain, same_price
 from .fees import FeeSchedule
 
 NAN = float("nan")
@@ -21,13 +22,17 @@ NAN = float("nan")
 
 @dataclass
 class Quote:
-    """Best bid/ask of a future or perpetual (USD prices, USD amounts)."""
+    """Best bid/ask of a future or perpetual: prices in USD (USDC for linear ones); amounts in
+    USD for inverse ones (multiples of ``contract_size``), in coin for linear ones."""
 
     name: str
     contract_size: float = 10.0
+    inverse: bool = True
     bid: float = NAN
     ask: float = NAN
     ts_ns: int = 0
+    #: The expiries this future is the forward of.
+    expiries: list = field(default_factory=list)
 
 
 @dataclass
@@ -50,50 +55,71 @@ class StrikeUpdate:
     k: int
 
 
+def instrument_problem(msg: Instrument) -> str | None:
+    """Why strategy-box cannot use a definition, or None (read off md.* nothing validated it)."""
+    problem = definition_problem(msg)
+    if problem is not None:
+        return problem
+    if not (0.0 < msg.contract_size < math.inf and 0.0 < msg.min_amount < math.inf):
+        return f"contract_size {msg.contract_size!r}, min_amount {msg.min_amount!r}"
+    if msg.kind in ("option", "future") and not msg.expiry_ns:
+        return f"{msg.kind} without an expiry"
+    if msg.kind == "option" and msg.option_type is None:
+        return "option without an option_type"
+    return None
+
+
 @dataclass
 class Market:
     fees: FeeSchedule = field(default_factory=FeeSchedule)
     expiries: dict[ChainKey, Expiry] = field(default_factory=dict)
     #: option name -> (its expiry, strike, CALL or PUT)
     options: dict[str, tuple[Expiry, float, int]] = field(default_factory=dict)
+    #: future or perpetual name -> its quote
     futures: dict[str, Quote] = field(default_factory=dict)
-    #: (venue, base, expiry_ns) -> future name
-    future_of: dict[tuple[str, str, int], str] = field(default_factory=dict)
-    #: (venue, base) -> the perpetual's quote
-    perpetuals: dict[tuple[str, str], Quote] = field(default_factory=dict)
+    #: (venue, base, settle, expiry_ns) -> future name; a chain hedges with its own settlement
+    #: currency's future (BTC options with BTC-settled futures, USDC options with USDC ones)
+    future_of: dict[tuple[str, str, str, int], str] = field(default_factory=dict)
+    #: (venue, base, settle) -> the perpetual's name
+    perpetual_of: dict[tuple[str, str, str], str] = field(default_factory=dict)
     #: base -> (index price, ts_ns)
     index: dict[str, tuple[float, int]] = field(default_factory=dict)
 
     # ---- instruments ---------------------------------------------------------------------------
     def on_instrument(self, msg: Instrument) -> StrikeUpdate | None:
-        """Register an option, future or perpetual. A newly listed future becomes the forward
-        of its expiries, which are marked for re-evaluation. Returns the strike of a known
-        option republished inactive (its quotes are void: what used it must close now)."""
-        if msg.kind == "option" and msg.expiry_ns and msg.strike and msg.option_type:
+        """Register a (valid: :func:`instrument_problem`) option, future or perpetual. A newly
+        listed future becomes the forward of its expiries, which are marked for re-evaluation.
+        Returns the strike of a known option republished inactive (its quotes are void: what
+        used it must close now)."""
+        if msg.kind == "option":
             return self._add_option(msg)
-        if msg.kind == "future" and msg.expiry_ns:
-            if msg.name not in self.futures:
-                self.futures[msg.name] = Quote(msg.name, contract_size=msg.contract_size)
-            self.future_of[(msg.venue, msg.base, msg.expiry_ns)] = msg.name
-            for expiry in self._expiries_at(msg.venue, msg.base, msg.expiry_ns):
+        if msg.kind in ("future", "perpetual") and msg.name not in self.futures:
+            self.futures[msg.name] = Quote(msg.name, contract_size=msg.contract_size, inverse=msg.inverse)
+        if msg.kind == "future":
+            self.future_of[(msg.venue, msg.base, msg.settle, msg.expiry_ns)] = msg.name
+            for expiry in self._expiries_at(msg.venue, msg.base, msg.settle, msg.expiry_ns):
                 if expiry.future != msg.name:
                     expiry.future = msg.name
+                    self.futures[msg.name].expiries.append(expiry)
                     self.refresh_forward(expiry)
         elif msg.kind == "perpetual":
-            self.perpetuals.setdefault((msg.venue, msg.base), Quote(msg.name, contract_size=msg.contract_size))
+            self.perpetual_of.setdefault((msg.venue, msg.base, msg.settle), msg.name)
         return None
 
     def _add_option(self, msg: Instrument) -> StrikeUpdate | None:
         key = ChainKey(msg.venue, msg.base, msg.settle, msg.expiry_ns)
+        known = self.options.get(msg.name)
         expiry = self.expiries.get(key)
         if expiry is None:
-            chain = ExpiryChain(key, inverse=msg.inverse, contract_size=msg.contract_size,
-                                lot=msg.min_amount, fees=self.fees)
-            expiry = self.expiries[key] = Expiry(chain, prefix=msg.name.rsplit("-", 2)[0],
-                                                 future=self.future_of.get((msg.venue, msg.base, msg.expiry_ns)))
+            if not msg.active:
+                return None  # a retired option of an expiry we do not follow (or dropped)
+            chain = ExpiryChain(key, inverse=msg.inverse, lot=msg.min_amount, fees=self.fees)
+            future = self.future_of.get((msg.venue, msg.base, msg.settle, msg.expiry_ns))
+            expiry = self.expiries[key] = Expiry(chain, prefix=msg.name.rsplit("-", 2)[0], future=future)
+            if future is not None:
+                self.futures[future].expiries.append(expiry)
             self.refresh_forward(expiry)
         option = CALL if msg.option_type == "call" else PUT
-        known = self.options.get(msg.name)
         k = expiry.chain.add(msg.strike, option, msg.name)
         self.options[msg.name] = (expiry, msg.strike, option)
         if not msg.active and known is not None:
@@ -106,17 +132,20 @@ class Market:
         del self.expiries[expiry.chain.key]
         for name in [n for n, (e, _, _) in self.options.items() if e is expiry]:
             del self.options[name]
+        if expiry.future is not None:
+            self.futures[expiry.future].expiries.remove(expiry)
 
-    def _expiries_at(self, venue: str, base: str, expiry_ns: int) -> list[Expiry]:
-        return [e for key, e in self.expiries.items()
-                if key.venue == venue and key.base == base and key.expiry_ns == expiry_ns]
+    def _expiries_at(self, venue: str, base: str, settle: str, expiry_ns: int) -> list[Expiry]:
+        return [self.expiries[key] for key in self.expiries
+                if (key.venue, key.base, key.settle, key.expiry_ns) == (venue, base, settle, expiry_ns)]
 
     # ---- quotes --------------------------------------------------------------------------------
     def on_top(self, name: str, bid: float | None, bid_amount: float | None, ask: float | None,
                ask_amount: float | None, ts_ns: int, stale: bool) -> StrikeUpdate | list[Expiry] | None:
         """A new best bid/ask of ``name`` (``stale``: its book is being rebuilt, quotes void).
 
-        Returns the option's strike to re-evaluate, the expiries whose forward moved, or None.
+        Returns the option's strike to re-evaluate, the expiries whose forward moved, or None
+        (a perpetual, or an instrument it does not know).
         """
         option = self.options.get(name)
         if option is not None:
@@ -128,31 +157,37 @@ class Market:
                 expiry.chain.set_quote(k, side, bid, bid_amount, ask, ask_amount, ts_ns)
             return StrikeUpdate(expiry, k)
         quote = self.futures.get(name)
-        if quote is not None:
-            _set(quote, None if stale else bid, None if stale else ask, ts_ns)
-            moved = [e for e in self.expiries.values() if e.future == name]
-            for expiry in moved:
-                self.refresh_forward(expiry)
-            return moved
-        for quote in self.perpetuals.values():
-            if quote.name == name:
-                _set(quote, None if stale else bid, None if stale else ask, ts_ns)
-        return None
+        if quote is None:
+            return None
+        _set(quote, None if stale else bid, None if stale else ask, ts_ns)
+        for expiry in quote.expiries:
+            self.refresh_forward(expiry)
+        return quote.expiries
+
+    def knows(self, name: str) -> bool:
+        return name in self.options or name in self.futures
 
     def confirm(self, name: str, bid: float | None, ask: float | None, ts_ns: int) -> StrikeUpdate | None:
-        """A ticker of an option quoted from books: when it shows the book's best bid and ask,
-        the book is current at its time (a book that does not change sends nothing)."""
+        """A ticker of an instrument quoted from books: when it shows the book's best bid and
+        ask, the book is current at its time (a book that does not change sends nothing).
+        Returns an option's strike (its quote is younger); a future's or perpetual's quote is
+        made younger in place."""
         option = self.options.get(name)
-        if option is None:
-            return None
-        expiry, strike, side = option
-        k = expiry.chain.index_of(strike)
-        return StrikeUpdate(expiry, k) if expiry.chain.confirm(k, side, bid, ask, ts_ns) else None
+        if option is not None:
+            expiry, strike, side = option
+            k = expiry.chain.index_of(strike)
+            return StrikeUpdate(expiry, k) if expiry.chain.confirm(k, side, bid, ask, ts_ns) else None
+        quote = self.futures.get(name)
+        if quote is not None and same_price(quote.bid, bid) and same_price(quote.ask, ask) and ts_ns > quote.ts_ns:
+            quote.ts_ns = ts_ns
+            for expiry in quote.expiries:
+                expiry.forward_ns = ts_ns
+        return None
 
     def on_underlying(self, name: str, price: float | None, ts_ns: int) -> Expiry | None:
         """An option ticker's underlying_price: the forward of an expiry with no listed future."""
         option = self.options.get(name)
-        if option is None or price is None or not price > 0:
+        if option is None or price is None or not 0 < price < math.inf:
             return None
         expiry = option[0]
         if expiry.future is not None:
@@ -165,6 +200,8 @@ class Market:
 
     def on_index(self, base: str, price: float, ts_ns: int) -> list[Expiry]:
         """The index; linear chains charge option fees on it, so they are re-priced."""
+        if not 0 < price < math.inf:
+            return []
         self.index[base] = (price, ts_ns)
         touched = []
         for key, expiry in self.expiries.items():
@@ -187,10 +224,12 @@ class Market:
             expiry.dirty = True
 
     def hedge_quote(self, expiry: Expiry) -> Quote | None:
-        """What hedges this expiry: its future, else the perpetual."""
+        """What hedges this expiry: its future, else its settlement currency's perpetual."""
         if expiry.future is not None:
             return self.futures[expiry.future]
-        return self.perpetuals.get((expiry.chain.key.venue, expiry.chain.key.base))
+        key = expiry.chain.key
+        name = self.perpetual_of.get((key.venue, key.base, key.settle))
+        return None if name is None else self.futures[name]
 
 
 def quote_problem(bid: float | None, bid_amount: float | None, ask: float | None,

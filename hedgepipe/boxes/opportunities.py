@@ -72,7 +72,7 @@ class Opportunities:
                 opp = OpenOpportunity(oid, cand.expiry, cand.structure)
                 self._index(opp, add=True)
                 events.append(Event(OPEN, opp, cand.structure))
-            elif self._changed(opp.structure, cand.structure):
+            elif self._changed(opp.structure, cand):
                 opp.structure = cand.structure
                 events.append(Event(UPDATE, opp, cand.structure))
         return events
@@ -81,7 +81,7 @@ class Opportunities:
         self._index(opp, add=False)
         return Event(CLOSE, opp, opp.structure, reason)
 
-    def _changed(self, old: Structure, new: Structure) -> bool:
+    def _changed(self, old: Structure, new: Candidate) -> bool:
         if abs(new.edge_usd - old.edge_usd) > self.update_edge_usd:
             return True
         return abs(new.size - old.size) > self.update_size_frac * old.size

@@ -31,7 +31,7 @@ from ..etl.watermark import SourceClock, Watermarks
 from ..logs import OncePerKind
 from ..messages import Instrument
 from ..runtime import Service
-from ..state import load_state
+from ..state import priming_wanted, stored_instruments
 from ..venues.deribit.marketdata import tick_for
 
 log = logging.getLogger("hedgepipe.etl-filter")
@@ -142,29 +142,16 @@ class EtlFilterService(Service):
     # ---- entry points ---------------------------------------------------------------------
 
     def on_start(self):
-        prime = self.config.prime_from_redis
-        if prime == "auto" and self.reads_pipes_only():
-            log.info("instruments not primed from Redis: every input is a pipe (--in -), so the "
-                     "output depends on the stream alone; --set prime_from_redis=true forces it")
+        cfg = self.config
+        if not priming_wanted(cfg.prime_from_redis, cfg.inputs, log):
             return ()
-        if not prime:
-            return ()
-        try:
-            state = load_state(["md.instrument"], run_dir=self.run_dir, url=self.config.redis_url,
-                               timeout_s=1.0)
-        except HedgepipeError as exc:  # no store yet (first start): the stream teaches us
+        instruments = stored_instruments(["md.instrument"], run_dir=self.run_dir, url=cfg.redis_url, log_to=log)
+        if instruments is None:
             self.stats["prime_unavailable"] += 1
-            log.info("no stored instruments; learning them from the stream", extra={"reason": str(exc)})
             return ()
-        taken = self.prime_instruments([msg for msg in state.values()
-                                        if isinstance(msg, Instrument) and msg.active])
+        taken = self.prime_instruments(instruments)
         log.info("instruments primed from Redis", extra={"instruments": taken})
         return ()
-
-    def reads_pipes_only(self) -> bool:
-        """Every input is "-": a replay or a debugging session piped in, not the live bus."""
-        inputs = self.config.inputs
-        return bool(inputs) and all(endpoint == "-" for endpoint in inputs)
 
     def prime_instruments(self, instruments: list[Instrument]) -> int:
         """Know these instruments before their md.instrument frames come (a late start: the

@@ -22,25 +22,26 @@ import msgspec
 
 from .. import messages as m
 from ..boxes.evaluate import Evaluator, Gates
-from ..boxes.fees import FeeSchedule
+from ..boxes.fees import FeeSchedule, Rate
 from ..boxes.intents import IntentBuilder, signal_of
-from ..boxes.market import Market, StrikeUpdate, quote_problem
+from ..boxes.market import Market, StrikeUpdate, instrument_problem, quote_problem
 from ..boxes.opportunities import CLOSE, OPEN, UPDATE, Event, Opportunities
 from ..boxes.scan import write_scan
 from ..cli import daemon_command, guarded
 from ..clock import SystemClock
 from ..config import DaemonConfig
+from ..etl.universe import index_base
 from ..etl.watermark import SourceClock, Watermarks
 from ..logs import OncePerKind, setup_logging
 from ..runtime import Service, Timer
+from ..state import priming_wanted, stored_instruments
 
 log = logging.getLogger("hedgepipe.strategy-box")
 
 Positive = Annotated[float, msgspec.Meta(gt=0.0)]
 NonNegative = Annotated[float, msgspec.Meta(ge=0.0)]
-Rate = Annotated[float, msgspec.Meta(ge=0.0, le=1.0)]
 #: Close reasons that time alone explains: the full scan finding them is no correction.
-_TIME_REASONS = frozenset({"stale_quote", "stale_forward", "stale_hedge", "settlement", "expired"})
+_TIME_REASONS = frozenset({"stale_quote", "stale_forward", "stale_hedge", "settlement", "expired", "rate"})
 #: A publisher's clock moves past a stamp this far off only when this many frames agree.
 _CLOCK_JUMP_NS = 1_000_000_000
 _CLOCK_CONFIRM = 5
@@ -79,6 +80,11 @@ class StrategyBoxConfig(DaemonConfig):
     #: Publish order.intent groups for opened opportunities (for risk-gate).
     trade: bool = False
     time_in_force: Literal["immediate_or_cancel", "fill_or_kill", "good_til_cancelled"] = "immediate_or_cancel"
+    #: On start, learn the instruments store-writer holds in Redis (a restart does not wait for
+    #: the feed's next republish): true, false, or "auto" = unless every input is "-".
+    prime_from_redis: Literal["auto"] | bool = "auto"
+    #: Redis for priming: REDIS_URL, else this, else store-writer's embedded server.
+    redis_url: str = ""
     #: Fee schedule (Deribit's published one by default).
     option_fee_rate: Rate = 0.0003
     option_fee_cap: Rate = 0.125
@@ -123,7 +129,9 @@ class StrategyBoxService(Service):
         self.stats = {"quotes": 0, "evaluations": 0, "full_scans": 0, "scan_skipped": 0,
                       "opened": 0, "updated": 0, "closed": 0, "scan_corrections": 0,
                       "intents": 0, "ignored": 0, "open": 0, "expiries_dropped": 0,
-                      "confirmed": 0, "rejected_bad_price": 0, "rejected_bad_amount": 0, "rejected_crossed": 0}
+                      "confirmed": 0, "rejected_bad_price": 0, "rejected_bad_amount": 0, "rejected_crossed": 0,
+                      "rejected_instrument": 0, "unknown_instrument": 0, "instruments_primed": 0, "prime_unavailable": 0,
+                      "intents_cut": 0}
         self._handlers = {}
         for kind, fn in (("instrument", self._instrument), ("book", self._book),
                          ("ticker", self._ticker), ("index", self._index)):
@@ -153,6 +161,18 @@ class StrategyBoxService(Service):
     # ---- inputs --------------------------------------------------------------------------------
     def on_start(self):
         self.intents = IntentBuilder(self.name, self.clock.time_ns(), self.config.time_in_force)
+        cfg = self.config
+        if not priming_wanted(cfg.prime_from_redis, cfg.inputs, log):
+            return ()
+        stored = stored_instruments(["clean.instrument", "md.instrument"], run_dir=self.run_dir,
+                                    url=cfg.redis_url, log_to=log)
+        if stored is None:
+            self.stats["prime_unavailable"] += 1
+        for msg in stored or ():
+            self._instrument(msg)
+            self.stats["instruments_primed"] += 1
+        if stored:
+            log.info("instruments primed from Redis", extra={"instruments": len(stored)})
         return ()
 
     def on_message(self, topic, msg):
@@ -164,6 +184,11 @@ class StrategyBoxService(Service):
 
     def _instrument(self, msg: m.Instrument):
         if self._bases and msg.base not in self._bases:
+            return ()
+        problem = instrument_problem(msg)
+        if problem is not None:
+            self.stats["rejected_instrument"] += 1
+            self.once("rejected_instrument", f"{msg.name}: definition not usable ({problem}); left out")
             return ()
         delisted = self.market.on_instrument(msg)
         return () if delisted is None else self._evaluate_strike(delisted)
@@ -184,10 +209,12 @@ class StrategyBoxService(Service):
         return self._top(msg.instrument, msg.bid, msg.bid_amount, msg.ask, msg.ask_amount, received, False)
 
     def _confirm(self, msg: m.Ticker, received: int):
-        """A ticker agreeing with an option's book makes its quote younger; a strike that was
-        too old to trade and is young again is evaluated (others need not be: only age moved)."""
+        """A ticker agreeing with a book makes its quote younger (a future's too); an option
+        strike that was too old to trade and is young again is evaluated (others need not be:
+        only age moved)."""
         option = self.market.options.get(msg.instrument)
         if option is None:
+            self.market.confirm(msg.instrument, msg.bid, msg.ask, received)
             return ()
         chain = option[0].chain
         k = chain.index_of(option[1])
@@ -202,13 +229,18 @@ class StrategyBoxService(Service):
         return ()
 
     def _index(self, msg: m.Index):
-        base = msg.name.split("_")[0].upper()
+        base = index_base(msg.name)
         received = self._received(msg)
         if not self._bases or base in self._bases:
             self.market.on_index(base, msg.price, received)
         return ()
 
     def _top(self, name, bid, bid_amount, ask, ask_amount, ts_ns, stale):
+        if not self.market.knows(name):
+            # Not (yet) defined, another currency, or a definition refused: counted, since a
+            # daemon that knows no instrument is blind (priming from Redis prevents it).
+            self.stats["unknown_instrument"] += 1
+            return ()
         problem = None if stale else quote_problem(bid, bid_amount, ask, ask_amount)
         if problem is not None:
             # Counted, logged once, and the instrument's quotes voided: the last good ones
@@ -267,8 +299,9 @@ class StrategyBoxService(Service):
                 self.market.drop(expiry)  # settled: nothing left to evaluate
                 self.stats["expiries_dropped"] += 1
                 continue
+            moved = expiry.dirty  # a forward move the forward timer had not got to yet
             events = self._reconcile_whole(expiry, now)
-            fixes = [e for e in events if e.event != CLOSE or e.reason not in _TIME_REASONS]
+            fixes = [] if moved else [e for e in events if e.event != CLOSE or e.reason not in _TIME_REASONS]
             if fixes:
                 self.stats["scan_corrections"] += len(fixes)
                 self.once("scan_correction", f"full scan of {expiry.prefix} corrected {len(fixes)} "
@@ -294,15 +327,16 @@ class StrategyBoxService(Service):
     # ---- output --------------------------------------------------------------------------------
     def _publish(self, events: list[Event]):
         outs = []
+        if self.config.trade:
+            opened = [ev.opp for ev in events if ev.event == OPEN]
+            if opened:
+                sent, cut = self.intents.groups(opened, self.market.hedge_quote)
+                self.stats["intents"] += len(sent)
+                self.stats["intents_cut"] += cut
+                outs += sent
         for ev in events:
             self.stats[{OPEN: "opened", UPDATE: "updated", CLOSE: "closed"}[ev.event]] += 1
-            hedge = self.market.hedge_quote(ev.opp.expiry)
-            if ev.event == OPEN and self.config.trade:
-                group = self.intents.group(ev.opp, hedge)
-                ev.opp.group_id = group[0][1].group_id if group else ""
-                self.stats["intents"] += len(group)
-                outs += group
-            outs.append(signal_of(ev, hedge))
+            outs.append(signal_of(ev, self.market.hedge_quote(ev.opp.expiry)))
         self.stats["open"] = len(self.opps.open)
         return outs
 
