@@ -558,36 +558,48 @@ def test_may_pass_with_never_rules_out_a_box_that_reaches_the_floor(seed):
     # The random chain's noise makes some boxes positive: for each strike k and floor, the O(1)
     # bound says "maybe" whenever any box with k reaches the floor (and on a fair chain, "no").
     chain = _random_chain(seed, forward_ask=9_110.0, forward_bid=9_090.0)
-    i_all, j_all = chain.all_pairs()
-    best_with = np.full(len(chain), -np.inf)
-    for side in (LONG, SHORT):
-        edges = np.nan_to_num(chain.box_edges(side, i_all, j_all, H), nan=-np.inf)
-        np.maximum.at(best_with, i_all, edges)
-        np.maximum.at(best_with, j_all, edges)
+    best_with = _best_with_each_strike(chain)
     for floor in (-50.0, 0.0, 5.0, 50.0):
         for k in range(len(chain)):
             if best_with[k] >= floor:
                 assert chain.may_pass_with(k, floor), (k, floor, best_with[k])
 
 
-def test_may_pass_with_follows_quote_updates_and_forward_moves():
+def _best_with_each_strike(chain: ExpiryChain) -> np.ndarray:
+    """Per strike, the highest exact edge of any box using it (the full evaluation)."""
+    i_all, j_all = chain.all_pairs()
+    best_with = np.full(len(chain), -np.inf)
+    for side in (LONG, SHORT):
+        edges = np.nan_to_num(chain.box_edges(side, i_all, j_all, H), nan=-np.inf)
+        np.maximum.at(best_with, i_all, edges)
+        np.maximum.at(best_with, j_all, edges)
+    return best_with
+
+
+def test_may_pass_with_stays_an_upper_bound_through_quote_updates_and_forward_moves():
+    # Quotes move one at a time (the kept maxima follow), the forward moves by small steps (the
+    # bound is loosened by the slack, not rebuilt) and sometimes by big ones (rebuilt): at every
+    # step, a strike with a box at or above the floor is never ruled out.
     chain = _random_chain(3, forward_ask=9_100.0, forward_bid=9_100.0)
     rng = np.random.default_rng(7)
-    for step in range(300):
+    rebuilt = 0
+    for step in range(400):
         k = int(rng.integers(len(chain)))
         option = int(rng.integers(2))
         bid, bid_amount, ask, ask_amount, ts = chain.quotes[option][k]
         shift = float(rng.normal(0.0, 0.004))
         chain.set_quote(k, option, bid + shift if bid == bid else None, bid_amount,
                         ask + shift if ask == ask else None, ask_amount, ts)
-        if step % 50 == 0:
-            chain.forward_bid = chain.forward_ask = 9_100.0 + float(rng.normal(0.0, 30.0))
-        # the incrementally kept maxima equal a rebuild from scratch
-        probe = [chain.may_pass_with(kk, 0.0) for kk in range(len(chain))]
-        kept = list(chain._maxima)
-        chain._terms_stale = True
-        assert [chain.may_pass_with(kk, 0.0) for kk in range(len(chain))] == probe
-        assert chain._maxima == kept
+        move = float(rng.normal(0.0, 0.5 if step % 40 else 60.0))
+        chain.forward_ask, chain.forward_bid = chain.forward_ask + move, chain.forward_bid + move
+        before = chain._c_long
+        best_with = _best_with_each_strike(chain)
+        for floor in (-60.0, -20.0, 0.0, 20.0):
+            for kk in range(len(chain)):
+                if best_with[kk] >= floor:
+                    assert chain.may_pass_with(kk, floor), (step, kk, floor, best_with[kk])
+        rebuilt += chain._c_long != before
+    assert 0 < rebuilt < 400          # both paths taken: loosened and rebuilt
 
 
 @pytest.mark.parametrize("forward_ask, forward_bid", [(9_100.0, 9_100.0), (9_110.0, 9_090.0)])
@@ -617,3 +629,14 @@ def test_may_pass_with_rules_out_every_strike_of_a_fair_chain_with_one_tick_spre
     for side in (LONG, SHORT):
         assert np.nanmax(chain.box_edges(side, i, j, H)) < 1.0
     assert not any(chain.may_pass_with(k, 1.0) for k in range(len(chain)))
+
+
+@pytest.mark.parametrize("forward_ask, forward_bid", [(9_100.0, 9_100.0), (9_110.0, 9_090.0)])
+def test_box_edge_at_one_pair_equals_the_vector_edges(forward_ask, forward_bid):
+    chain = _random_chain(5, forward_ask=forward_ask, forward_bid=forward_bid)
+    i, j = chain.all_pairs()
+    for side in (LONG, SHORT):
+        vector = chain.box_edges(side, i, j, H)
+        for n in range(len(i)):
+            one = chain.box_edge_at(side, int(i[n]), int(j[n]), H)
+            assert (math.isnan(one) and math.isnan(vector[n])) or one == pytest.approx(vector[n], abs=1e-9)

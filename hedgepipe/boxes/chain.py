@@ -44,6 +44,10 @@ LONG, SHORT, REVERSAL, CONVERSION = "long", "short", "reversal", "conversion"
 #: Float noise allowed when rounding a size down to the lot step.
 _LOT_EPS = 1e-9
 _NAN = float("nan")
+#: How far the per-update bound may be loosened by a forward that moved since the bound terms
+#: were built, before they are rebuilt: this fraction of the forward (50 USD per contract at
+#: 100 000; a box costs several times that in spreads and fees, so the bound still rules out).
+_BOUND_SLACK = 5e-4
 
 
 @dataclass(frozen=True)
@@ -86,6 +90,7 @@ class ExpiryChain:
         self.strikes = np.empty(0)
         #: strike -> its index (kept with ``strikes``: the per-update path looks it up).
         self._index: dict[float, int] = {}
+        self._strike_list: list[float] = []  # the strikes as floats, read one at a time
         #: [CALL|PUT][strike]: [bid, bid amount, ask, ask amount, received ns] as plain floats
         #: (read one at a time on every update); a side without a usable quote is NaN at 0.
         self.quotes: list[list[list]] = [[], []]
@@ -109,17 +114,16 @@ class ExpiryChain:
         self._terms = np.empty((4, 0))
         self._maxima = [-np.inf] * 4
         self._c_long = self._c_short = float("nan")
+        self._syn_top = [0.0, 0.0]
         self._terms_stale = True
 
-    # ---- the forward (setting it makes the bound terms stale) -----------------------------------
+    # ---- the forward ---------------------------------------------------------------------------
     @property
     def forward_ask(self) -> float:
         return self._forward_ask
 
     @forward_ask.setter
     def forward_ask(self, value: float) -> None:
-        if value != self._forward_ask:
-            self._terms_stale = True
         self._forward_ask = value
 
     @property
@@ -128,8 +132,6 @@ class ExpiryChain:
 
     @forward_bid.setter
     def forward_bid(self, value: float) -> None:
-        if value != self._forward_bid:
-            self._terms_stale = True
         self._forward_bid = value
 
     # ---- the chain's shape -------------------------------------------------------------------
@@ -145,7 +147,8 @@ class ExpiryChain:
         if k is None:
             k = int(np.searchsorted(self.strikes, strike))
             self.strikes = np.insert(self.strikes, k, strike)
-            self._index = {float(x): n for n, x in enumerate(self.strikes)}
+            self._strike_list = self.strikes.tolist()
+            self._index = {x: n for n, x in enumerate(self._strike_list)}
             for attr, fill in (("syn_long", np.nan), ("syn_short", np.nan), ("long_amount", 0.0),
                                ("short_amount", 0.0), ("oldest_ns", 0)):
                 setattr(self, attr, np.insert(getattr(self, attr), k, fill))
@@ -218,6 +221,10 @@ class ExpiryChain:
     # when credited, as short boxes are). Linear chains: c = 1, exact. A box with strike k is
     # then at most term[k] + the other term's maximum: two additions per side and update, the
     # maxima kept up to date, and a normal market (spreads, fees) is ruled out by it.
+    # The terms are kept at the prices c0 of their last rebuild: the forward moves on every
+    # future tick, and at c the bound is at most the one at c0 plus |c - c0| x max |b|
+    # (max |b| <= max |syn_long| + max |syn_short|). That slack is added until it would pass
+    # _BOUND_SLACK of the forward; only then are the terms rebuilt (O(N)) at the new prices.
     def _bound_prices(self) -> tuple[float, float]:
         """c for long boxes, c for short boxes."""
         if not self.inverse:
@@ -226,26 +233,37 @@ class ExpiryChain:
         return self._forward_ask * (1.0 + h), self._forward_bid * (1.0 - h)
 
     def _set_terms(self, k: int, syn_long: float, syn_short: float) -> None:
-        strike = float(self.strikes[k])
-        terms, maxima = self._terms, self._maxima
-        for n, (c, syn, sign) in enumerate(((self._c_long, syn_long, -1.0), (self._c_long, syn_short, 1.0),
-                                            (self._c_short, syn_long, -1.0), (self._c_short, syn_short, 1.0))):
-            term = sign * strike - c * syn
-            if term != term:  # no quote (or no forward): never the maximum
-                term = -np.inf
-            row = terms[n]
-            old = row[k]
-            row[k] = term
-            if term >= maxima[n]:
-                maxima[n] = term
-            elif old == maxima[n]:  # the maximum went down: look again
-                maxima[n] = float(row.max())
+        # Written out (no loop, no tuples): this runs on every update.
+        if abs(syn_long) > self._syn_top[0]:  # (NaN compares False: no quote, no term)
+            self._syn_top[0] = abs(syn_long)
+        if abs(syn_short) > self._syn_top[1]:
+            self._syn_top[1] = abs(syn_short)
+        strike, c_long, c_short = self._strike_list[k], self._c_long, self._c_short
+        _set_term(self, 0, k, -strike - c_long * syn_long)
+        _set_term(self, 1, k, strike - c_long * syn_short)
+        _set_term(self, 2, k, -strike - c_short * syn_long)
+        _set_term(self, 3, k, strike - c_short * syn_short)
 
     def _rebuild_terms(self) -> None:
         self._c_long, self._c_short = self._bound_prices()
         self._terms = _term_rows(self.strikes, self.syn_long, self.syn_short, self._c_long, self._c_short)
         self._maxima = [float(row.max()) if len(row) else -np.inf for row in self._terms]
+        self._syn_top = [float(np.nanmax(np.abs(syn), initial=0.0)) for syn in (self.syn_long, self.syn_short)]
         self._terms_stale = False
+
+    def _slack(self) -> tuple[float, float]:
+        """How much more the bound may be at today's prices than at the terms' (long, short);
+        the terms rebuilt first when that would pass _BOUND_SLACK (or a price is unknown)."""
+        if self._terms_stale:
+            self._rebuild_terms()
+            return 0.0, 0.0
+        c_long, c_short = self._bound_prices()
+        top = self._syn_top[0] + self._syn_top[1]
+        slack_long, slack_short = abs(c_long - self._c_long) * top, abs(c_short - self._c_short) * top
+        if not slack_long + slack_short <= _BOUND_SLACK * c_short:  # (NaN: a price was or is unknown)
+            self._rebuild_terms()
+            return 0.0, 0.0
+        return slack_long, slack_short
 
     def may_pass_with(self, k: int, floor: float) -> bool:
         """False only when no box with strike k can have an edge per contract >= ``floor``.
@@ -254,25 +272,25 @@ class ExpiryChain:
         strike out, against the maxima on the right side of k only (O(N), a few reductions):
         the all-strike maxima ignore i < j, which the hedge's spread and fee make matter.
         """
-        if self._terms_stale:
-            self._rebuild_terms()
+        slack_long, slack_short = self._slack()
         t, mx = self._terms, self._maxima
-        if max(t[0, k] + mx[1], mx[0] + t[1, k],        # long boxes with k as K1, as K2
-               t[3, k] + mx[2], mx[3] + t[2, k]) < floor:  # short boxes with k as K1, as K2
+        floor_long, floor_short = floor - slack_long, floor - slack_short
+        if (max(t[0, k] + mx[1], mx[0] + t[1, k]) < floor_long          # long boxes: k as K1, as K2
+                and max(t[3, k] + mx[2], mx[3] + t[2, k]) < floor_short):  # short boxes: k as K1, as K2
             return False
         if k + 1 < len(self.strikes):
             above = t[1:3, k + 1:].max(axis=1)       # term_short (long price), term_long (short price)
-            if t[0, k] + above[0] >= floor or t[3, k] + above[1] >= floor:
+            if t[0, k] + above[0] >= floor_long or t[3, k] + above[1] >= floor_short:
                 return True
         if k > 0:
             below = t[[0, 3], :k].max(axis=1)        # term_long (long price), term_short (short price)
-            if below[0] + t[1, k] >= floor or below[1] + t[2, k] >= floor:
+            if below[0] + t[1, k] >= floor_long or below[1] + t[2, k] >= floor_short:
                 return True
         return False
 
     def parity_edge(self, side: str, k: int, h: float) -> float:
         """:meth:`parity`'s edge at one strike, in plain floats (the per-update path)."""
-        strike = float(self.strikes[k])
+        strike = self._strike_list[k]
         if side == REVERSAL:
             premium, forward_btc, payoff = float(self.syn_long[k]), -1.0, -strike
         else:
@@ -408,31 +426,53 @@ class ExpiryChain:
             passes = ((rows[3], rows[2]), (rows[1], rows[0]))
         if fresh_after_ns:
             old = self.oldest_ns < fresh_after_ns
-            passes = tuple((np.where(old, -np.inf, a), np.where(old, -np.inf, b)) for a, b in passes)
-        if bound or not self.inverse:
-            found = _prefix_best(*passes[0])
-            if found is None or bound:
-                return found
-            picks = [found]
-        else:
-            picks = [p for p in (_prefix_best(*passes[0]), _prefix_best(*passes[1])) if p is not None]
-            if not picks:
-                return None
-        i = np.array([p[0] for p in picks])
-        j = np.array([p[1] for p in picks])
-        edges = self.box_edges(side, i, j, h)
-        n = int(np.nanargmax(edges)) if not np.all(np.isnan(edges)) else 0
-        return int(i[n]), int(j[n]), float(edges[n])
+            if old.any():
+                passes = tuple((np.where(old, -np.inf, a), np.where(old, -np.inf, b)) for a, b in passes)
+        found = _prefix_best(*passes[0])
+        if found is None or bound:
+            return found
+        if not self.inverse:  # one price: the pass is exact
+            return found[0], found[1], self.box_edge_at(side, found[0], found[1], h)
+        other = _prefix_best(*passes[1])
+        picks = [(found[0], found[1])] + ([(other[0], other[1])] if other is not None else [])
+        i, j, edge = max(((i, j, self.box_edge_at(side, i, j, h)) for i, j in picks),
+                         key=lambda p: p[2] if p[2] == p[2] else -np.inf)
+        return i, j, edge
+
+    def box_edge_at(self, side: str, i: int, j: int, h: float) -> float:
+        """:meth:`box_edges` of one pair, in plain floats."""
+        first, second, sign = self._sides(side)
+        premium = float(first[i]) + float(second[j])
+        payoff = sign * (self._strike_list[j] - self._strike_list[i])
+        if not self.inverse:
+            return payoff - premium
+        if premium >= 0:
+            return payoff - premium * self._forward_ask * (1.0 + h)
+        return payoff - premium * self._forward_bid * (1.0 - h)
 
     def _bound_rows(self, h: float) -> np.ndarray:
         """The four bound-term rows for hedge fee h (kept up to date for the fee schedule's)."""
         if h == self.fees.future_taker or not self.inverse:
-            if self._terms_stale:
-                self._rebuild_terms()
+            if self._terms_stale or self._bound_prices() != (self._c_long, self._c_short):
+                self._rebuild_terms()  # best() needs the terms at today's prices exactly
             return self._terms
         sell = self._forward_bid * (1.0 - h)
         buy = self._forward_ask * (1.0 + h)
         return _term_rows(self.strikes, self.syn_long, self.syn_short, buy, sell)
+
+
+def _set_term(chain: ExpiryChain, n: int, k: int, term: float) -> None:
+    """Row n of the bound terms at strike k, and that row's maximum kept up to date."""
+    if term != term:  # no quote (or no forward): never the maximum
+        term = -np.inf
+    row = chain._terms[n]
+    old = row[k]
+    row[k] = term
+    top = chain._maxima[n]
+    if term >= top:
+        chain._maxima[n] = term
+    elif old == top:  # the maximum went down: look again
+        chain._maxima[n] = float(row.max())
 
 
 def same_price(held: float, seen: float | None) -> bool:

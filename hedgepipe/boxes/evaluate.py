@@ -133,7 +133,9 @@ class Evaluator:
                     i = np.where(pos < above, k, pos - above)
                     j = np.where(pos < above, pos + k + 1, k)
                     self._gate(expiry, chain.boxes(side, i, j, h), now_ns, out)
-        if self._parity_here(expiry, now_ns):
+        # (an inverse chain's forward was checked with the chain)
+        if (self.gates.parity and expiry.future is not None
+                and (chain.inverse or self.forward_problem(expiry, now_ns) is None)):
             for side in PARITY_SIDES:
                 if chain.parity_edge(side, k, h) >= floor:
                     self._gate(expiry, chain.parity(side, h, np.array([k])), now_ns, out)

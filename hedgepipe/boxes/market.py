@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass, field
+from typing import NamedTuple
 
 from ..etl.universe import definition_problem
 from ..messages import Instrument
@@ -49,8 +50,9 @@ class Expiry:
     dirty: bool = False
 
 
-@dataclass(frozen=True)
-class StrikeUpdate:
+class StrikeUpdate(NamedTuple):
+    """An option's strike whose quotes changed (made on every update: a tuple is cheapest)."""
+
     expiry: Expiry
     k: int
 

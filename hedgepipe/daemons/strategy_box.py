@@ -156,7 +156,8 @@ class StrategyBoxService(Service):
             if newest != self._stream_ns:
                 self._stream_ns, self._stream_mono = newest, self.clock.monotonic()
         # A stamp ahead of the clock counts as received now: it must not keep a quote fresh.
-        return min(msg.ts_recv, self.now_ns())
+        ts = msg.ts_recv
+        return ts if ts <= self._stream_ns else min(ts, self.now_ns())
 
     # ---- inputs --------------------------------------------------------------------------------
     def on_start(self):
