@@ -490,9 +490,10 @@ def _term_rows(strikes, syn_long, syn_short, c_long: float, c_short: float) -> n
 
 def _prefix_best(first: np.ndarray, second: np.ndarray) -> tuple[int, int, float] | None:
     """argmax over i < j of first[i] + second[j], and its value; None when all are -inf."""
-    total = np.maximum.accumulate(first[:-1]) + second[1:]
-    j = int(np.argmax(total)) + 1
-    value = float(total[j - 1])
-    if value == -np.inf or value != value:
+    total = np.maximum.accumulate(first[:-1])
+    total += second[1:]
+    j = total.argmax()
+    value = total[j]
+    if not value > -np.inf:  # (NaN too)
         return None
-    return int(np.argmax(first[:j])), j, value
+    return int(first[:j + 1].argmax()), int(j) + 1, float(value)
