@@ -12,7 +12,7 @@ help:
 	@echo "make run    - install (once) and start the whole pipeline under supervisord"
 	@echo "              (CHAIN=FILE: the simulator animates a real option chain)"
 	@echo "make test   - install test dependencies (once) and run the test suite"
-	@echo "make bench  - runtime hops vs raw pyzmq, feed decode/memory, etl-filter, store-writer (prints a report)"
+	@echo "make bench  - runtime hops vs raw pyzmq, feed decode/memory, etl-filter, store-writer, strategy-box (prints a report)"
 	@echo "make status - each daemon's state and last heartbeat"
 	@echo "make down   - stop the pipeline"
 
@@ -64,6 +64,7 @@ bench: install
 	$(BIN)/python -m bench.etl_filter
 	$(BIN)/python -m bench.store_writer
 	$(BIN)/python -m bench.stages
+	$(BIN)/python -m bench.strategy_box
 
 clean:
 	rm -rf $(VENV) var build *.egg-info

@@ -198,7 +198,7 @@ class Evaluator:
         chain = expiry.chain
         i, j = chain.index_of(k1), chain.index_of(k1 if k2 is None else k2)
         s = describe(chain, side, i, j, self.gates.hedge_rate, now_ns)
-        return self._reason(expiry, s, i, j, now_ns) or "passes"
+        return self._reason(expiry, s, i, j, now_ns) or "gone"
 
     def _reason(self, expiry: Expiry, s: Structure, i: int, j: int, now_ns: int) -> str | None:
         g, chain = self.gates, expiry.chain

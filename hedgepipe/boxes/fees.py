@@ -20,9 +20,9 @@ class FeeSchedule(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fiel
     option_rate: Rate = 0.0003
     #: The option fee never exceeds this fraction of the option's price.
     option_cap: Rate = 0.125
-    #: Futures and perpetual fees on the USD notional: the hedge is a taker order.
+    #: Futures and perpetual fee on the USD notional: the hedge is a taker order (Deribit's maker
+    #: fee, 0, does not apply to it).
     future_taker: Rate = 0.0005
-    future_maker: Rate = 0.0
 
     def option_fee(self, price: float, underlying: float = 1.0) -> float:
         """Fee of one option leg per unit of underlying, in the option's price unit.
