@@ -21,6 +21,7 @@ from .market import Expiry, Quote
 BOX_SIDES = (LONG, SHORT)
 PARITY_SIDES = (REVERSAL, CONVERSION)
 _TAGS = {LONG: "LBOX", SHORT: "SBOX", REVERSAL: "REV", CONVERSION: "CONV"}
+_MAX_IDS = 200_000
 
 
 @dataclass(frozen=True)
@@ -35,7 +36,7 @@ class Gates:
     parity: bool = True
 
 
-@dataclass
+@dataclass(slots=True)
 class Candidate:
     """A structure that passes, with what the lifecycle compares; spelled out only on demand
     (an open or an update), since most passing structures are already open and unchanged."""
@@ -73,6 +74,8 @@ class Evaluator:
         self.gates = gates
         #: What hedges an expiry (Market.hedge_quote): its future, else the perpetual.
         self.hedges = hedges
+        #: (prefix, side, k1, k2) -> opportunity id: a busy strike names the same ones each update
+        self._ids: dict[tuple, str] = {}
 
     def chain_problem(self, expiry: Expiry, now_ns: int) -> str | None:
         """Why no structure of this expiry may be signalled now, or None."""
@@ -184,9 +187,16 @@ class Evaluator:
             ok &= np.isnan(ev.capital) | (rate >= g.min_annual_rate)  # no capital: paid to take
         strikes = chain.strikes
         parity = ev.side in PARITY_SIDES
-        for n in np.flatnonzero(ok):
+        ids = self._ids
+        for n in np.flatnonzero(ok).tolist():
             i, j = int(ev.i[n]), int(ev.j[n])
-            oid = opp_id(expiry, ev.side, float(strikes[i]), None if parity else float(strikes[j]))
+            k1, k2 = float(strikes[i]), None if parity else float(strikes[j])
+            key = (expiry.prefix, ev.side, k1, k2)
+            oid = ids.get(key)
+            if oid is None:
+                if len(ids) > _MAX_IDS:
+                    ids.clear()
+                oid = ids[key] = opp_id(expiry, ev.side, k1, k2)
             out[oid] = Candidate(oid, expiry, ev.side, i, j, float(ev.edge[n]), float(ev.size[n]),
                                  g.hedge_rate, now_ns)
 
