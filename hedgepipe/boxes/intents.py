@@ -46,7 +46,7 @@ def hedge_leg(s: Structure, quote: Quote | None, size: float | None = None) -> m
     if not (price > 0 and math.isfinite(price)):
         return None  # the gates refuse an expiry with nothing quoted to hedge on
     coin = abs(s.hedge_btc) * size
-    contracts = round((coin * price) / quote.contract_size)
+    contracts = round((coin * price if quote.inverse else coin) / quote.contract_size)
     if contracts <= 0:
         return None
     kind = "perpetual" if quote.name.endswith("PERPETUAL") else "future"
