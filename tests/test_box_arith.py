@@ -352,7 +352,8 @@ def test_pairs_with_k_are_exactly_the_pairs_containing_k():
             edges = chain.box_edges_with(side, k, H)
             assert len(edges) == 8
             for pos, (a, b, edge) in enumerate(zip(i.tolist(), j.tolist(), edges.tolist())):
-                assert chain.pair_at(k, pos) == (a, b)
+                one_i, one_j = chain.pairs_with(k, np.array([pos]))
+                assert (int(one_i[0]), int(one_j[0])) == (a, b)
                 want = by_pair[(a, b)]
                 assert edge == pytest.approx(want, abs=1e-9) or (math.isnan(edge) and math.isnan(want))
 

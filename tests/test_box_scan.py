@@ -18,7 +18,7 @@ from itertools import combinations
 import pytest
 
 from hedgepipe.boxes.chain import CALL, PUT
-from hedgepipe.boxes.scan import load_chains, scan, write_scan
+from hedgepipe.boxes.scan import load_chains, write_scan
 from hedgepipe.errors import DataError, InputMissing
 
 #: The header of ../shared/data/deribit/btc_option_chain_2020-05-21.csv (first column unnamed).

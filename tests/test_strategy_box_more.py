@@ -20,10 +20,10 @@ from hedgepipe.clock import FakeClock
 from hedgepipe.runtime import run_handler
 from hedgepipe.store.redis_state import hash_key
 
-from .frames import (BOX_MIDS, BOX_PREFIX, DAY, MS, T0, box_books, box_instruments, box_option,
+from .frames import (BOX_PREFIX, MS, T0, box_books, box_instruments, box_option,
                      future_book, instrument, md, md_book, md_index)
 from .test_strategy_box import (C90, C95, CHEAP_CALL_IDS, FUT, FUTURE_ASK, FUTURE_BID, LBOX, LINEAR,
-                                LINEAR_FIELDS, LINEAR_MARKET, MARKET, P95, REV, S, _quoted_as_booked,
+                                LINEAR_FIELDS, LINEAR_MARKET, MARKET, REV, S, _quoted_as_booked,
                                 book, each, events, feed, market, opened, service, signals, ticker, timer)
 
 NAN = float("nan")

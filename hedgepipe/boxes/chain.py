@@ -104,8 +104,8 @@ class ExpiryChain:
         #: Per strike, the older of its call's and put's quote times (ns; 0 = never).
         self.oldest_ns = np.zeros(0, dtype=np.int64)
         #: The forward's ask and bid (USD): where the hedge buys and sells BTC forward.
-        self._forward_ask = float("nan")
-        self._forward_bid = float("nan")
+        self.forward_ask = float("nan")
+        self.forward_bid = float("nan")
         #: One unit of underlying in the option's price unit: 1 (inverse), or the index (linear:
         #: NaN until one is known, so nothing is priced with a made-up fee).
         self.fee_underlying = 1.0 if inverse else float("nan")
@@ -116,23 +116,6 @@ class ExpiryChain:
         self._c_long = self._c_short = float("nan")
         self._syn_top = [0.0, 0.0]
         self._terms_stale = True
-
-    # ---- the forward ---------------------------------------------------------------------------
-    @property
-    def forward_ask(self) -> float:
-        return self._forward_ask
-
-    @forward_ask.setter
-    def forward_ask(self, value: float) -> None:
-        self._forward_ask = value
-
-    @property
-    def forward_bid(self) -> float:
-        return self._forward_bid
-
-    @forward_bid.setter
-    def forward_bid(self, value: float) -> None:
-        self._forward_bid = value
 
     # ---- the chain's shape -------------------------------------------------------------------
     def __len__(self) -> int:
@@ -230,7 +213,7 @@ class ExpiryChain:
         if not self.inverse:
             return 1.0, 1.0
         h = self.fees.future_taker
-        return self._forward_ask * (1.0 + h), self._forward_bid * (1.0 - h)
+        return self.forward_ask * (1.0 + h), self.forward_bid * (1.0 - h)
 
     def _set_terms(self, k: int, syn_long: float, syn_short: float) -> None:
         # Written out (no loop, no tuples): this runs on every update.
@@ -296,7 +279,7 @@ class ExpiryChain:
         else:
             premium, forward_btc, payoff = float(self.syn_short[k]), 1.0, strike
         b = premium + forward_btc if self.inverse else forward_btc
-        cost = b * self._forward_ask * (1.0 + h) if b >= 0 else b * self._forward_bid * (1.0 - h)
+        cost = b * self.forward_ask * (1.0 + h) if b >= 0 else b * self.forward_bid * (1.0 - h)
         edge = payoff - cost if self.inverse else payoff - premium - cost
         return edge
 
@@ -383,18 +366,13 @@ class ExpiryChain:
         return Pairs(side, i, j, edge, size, capital, b, oldest)
 
     # ---- which pairs -------------------------------------------------------------------------
-    def pairs_with(self, k: int) -> tuple[np.ndarray, np.ndarray]:
-        """(i, j) of every pair that has strike k as one of its two strikes: first k with each
-        higher strike, then each lower strike with k."""
-        n = len(self.strikes)
-        i = np.concatenate((np.full(n - k - 1, k), np.arange(k)))
-        j = np.concatenate((np.arange(k + 1, n), np.full(k, k)))
-        return i, j
-
-    def pair_at(self, k: int, pos: int) -> tuple[int, int]:
-        """The pair at position ``pos`` of :meth:`pairs_with` (k)."""
+    def pairs_with(self, k: int, pos: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
+        """(i, j) of the pairs with strike k, in :meth:`box_edges_with`'s order: first k with each
+        higher strike, then each lower strike with k. ``pos``: only those positions."""
         above = len(self.strikes) - k - 1
-        return (k, k + 1 + pos) if pos < above else (pos - above, k)
+        if pos is None:
+            pos = np.arange(len(self.strikes) - 1)
+        return np.where(pos < above, k, pos - above), np.where(pos < above, pos + k + 1, k)
 
     def all_pairs(self) -> tuple[np.ndarray, np.ndarray]:
         n = len(self.strikes)
@@ -447,8 +425,8 @@ class ExpiryChain:
         if not self.inverse:
             return payoff - premium
         if premium >= 0:
-            return payoff - premium * self._forward_ask * (1.0 + h)
-        return payoff - premium * self._forward_bid * (1.0 - h)
+            return payoff - premium * self.forward_ask * (1.0 + h)
+        return payoff - premium * self.forward_bid * (1.0 - h)
 
     def _bound_rows(self, h: float) -> np.ndarray:
         """The four bound-term rows for hedge fee h (kept up to date for the fee schedule's)."""
@@ -456,8 +434,8 @@ class ExpiryChain:
             if self._terms_stale or self._bound_prices() != (self._c_long, self._c_short):
                 self._rebuild_terms()  # best() needs the terms at today's prices exactly
             return self._terms
-        sell = self._forward_bid * (1.0 - h)
-        buy = self._forward_ask * (1.0 + h)
+        sell = self.forward_bid * (1.0 - h)
+        buy = self.forward_ask * (1.0 + h)
         return _term_rows(self.strikes, self.syn_long, self.syn_short, buy, sell)
 
 

@@ -129,13 +129,10 @@ class Evaluator:
             return {}
         chain, h, floor, out = expiry.chain, self.gates.hedge_rate, self.gates.min_edge_usd, {}
         if chain.may_pass_with(k, floor):
-            above = len(chain) - k - 1
             for side in BOX_SIDES:
                 pos = np.flatnonzero(chain.box_edges_with(side, k, h) >= floor)
                 if pos.size:
-                    i = np.where(pos < above, k, pos - above)
-                    j = np.where(pos < above, pos + k + 1, k)
-                    self._gate(expiry, chain.boxes(side, i, j, h), now_ns, out)
+                    self._gate(expiry, chain.boxes(side, *chain.pairs_with(k, pos), h), now_ns, out)
         # (an inverse chain's forward was checked with the chain)
         if (self.gates.parity and expiry.future is not None
                 and (chain.inverse or self.forward_problem(expiry, now_ns) is None)):

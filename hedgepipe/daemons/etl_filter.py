@@ -18,7 +18,7 @@ import msgspec
 from ..cli import daemon_command
 from ..clock import SystemClock
 from ..config import DaemonConfig
-from ..errors import ConfigError, HedgepipeError
+from ..errors import ConfigError
 from ..etl.clean import (clean_book, clean_index, clean_instrument, clean_ticker, clean_trade,
                          stale_book)
 from ..etl.dedup import DUPLICATE, RESET

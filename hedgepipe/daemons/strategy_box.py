@@ -6,9 +6,10 @@ and, with ``--trade``, one ``order.intent`` group per opened opportunity. The ar
 lifecycle are the other modules of :mod:`hedgepipe.boxes`; docs/strategy-box.md describes the
 daemon. ``--scan-chain CSV`` prices a recorded chain offline and exits.
 
-Work per frame is bounded: an option quote re-evaluates the pairs of its strike (O(N)); a
-moved forward marks its expiry, re-evaluated at most every ``forward_eval_ms`` and skipped
-when the O(N) bound says no box can pass; a full scan every ``full_scan_s`` cross-checks.
+Work per frame is bounded: an option quote asks a per-strike bound (O(1)) and only when that
+cannot rule its strike out re-evaluates the pairs of the strike (O(N)); a moved forward marks
+its expiry, re-evaluated at most every ``forward_eval_ms`` and skipped when the O(N) bound says
+nothing can pass; a full scan every ``full_scan_s`` cross-checks.
 """
 
 from __future__ import annotations
