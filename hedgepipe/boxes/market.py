@@ -239,6 +239,9 @@ def quote_problem(bid: float | None, bid_amount: float | None, ask: float | None
     """Why a best bid/ask cannot be used, or None. A side with no price and no amount is just
     absent (a ticker's empty side is 0 at 0); anything else must be finite and positive, and
     the bid below the ask: a crossed quote would show arbitrage that is not there."""
+    if bid and ask and bid_amount and ask_amount and 0.0 < bid < ask < math.inf \
+            and 0.0 < bid_amount < math.inf and 0.0 < ask_amount < math.inf:
+        return None  # the usual quote, in one test
     for price, amount in ((bid, bid_amount), (ask, ask_amount)):
         if not price and not amount:
             continue

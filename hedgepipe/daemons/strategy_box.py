@@ -147,17 +147,19 @@ class StrategyBoxService(Service):
 
     def _received(self, msg) -> int:
         """When ``msg`` counts as received: its ts_recv, but never later than now."""
+        ts = msg.ts_recv
         clock = self._clocks.get(msg.src)
         if clock is None:
             clock = self._clocks[msg.src] = SourceClock()
         before = clock.mark
-        self._watermarks.time_of(clock, msg.ts_recv)
+        if before - _CLOCK_JUMP_NS <= ts <= before and not clock.run:
+            return ts  # the usual case, inline: at or just behind the mark (Watermarks.time_of)
+        self._watermarks.time_of(clock, ts)
         if clock.mark != before:
             newest = max(c.mark for c in self._clocks.values())
             if newest != self._stream_ns:
                 self._stream_ns, self._stream_mono = newest, self.clock.monotonic()
         # A stamp ahead of the clock counts as received now: it must not keep a quote fresh.
-        ts = msg.ts_recv
         return ts if ts <= self._stream_ns else min(ts, self.now_ns())
 
     # ---- inputs --------------------------------------------------------------------------------
@@ -261,7 +263,7 @@ class StrategyBoxService(Service):
         self.stats["evaluations"] += 1
         expiry, k, now = update.expiry, update.k, self.now_ns()
         passing = self.evaluator.at_strike(expiry, k, now)
-        scope = self.opps.at_strike(expiry.chain.key, float(expiry.chain.strikes[k]))
+        scope = self.opps.at_strike(expiry.chain.key, float(expiry.chain.strikes[k])) if self.opps.open else set()
         if not passing and not scope:
             return ()
         return self._publish(self.opps.reconcile(scope, passing, lambda o: self._why_not(o, now)))
