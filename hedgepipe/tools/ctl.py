@@ -131,17 +131,19 @@ for _param in cli.params:
 
 @cli.command()
 @click.option("--timeout", type=float, default=60.0, metavar="SECONDS",
-              help="How long to wait for every program to be RUNNING.")
+              help="How long to wait for every program to be RUNNING and heard on the bus.")
 @pass_control
 @guarded
 def up(control: Control, timeout: float):
-    """Start the pipeline and wait until every daemon is RUNNING.
+    """Start the pipeline and wait until every daemon is RUNNING and heartbeating.
 
     Checks the configuration, creates the directories supervisord.conf names (var/log,
     var/run), starts supervisord unless it is running (then it applies supervisord.conf edits
     and starts stopped programs instead), waits, and prints `status`. On a program that
-    fails to start it prints the end of its log and exits 3.
+    fails to start it prints the end of its log and exits 3; a daemon RUNNING but not heard
+    within the timeout also makes it exit 3.
     """
+    deadline = time.monotonic() + timeout
     conf = control.supervisor_conf
     check_socket_path(conf)
     mismatch = control.config_mismatch()
@@ -173,6 +175,10 @@ def up(control: Control, timeout: float):
         for proc in failed:
             report_failed(sup, proc)
         return EX_NOT_HEALTHY
+    # RUNNING is supervisord's word (alive for startsecs); a daemon still starting (imports,
+    # priming from Redis) heartbeats a little later, on a loaded machine later still.
+    while time.monotonic() < deadline and not ps.all_healthy(status_rows(control)[0]):
+        pass  # each look listens up to two heartbeat intervals
     return print_status(control, as_json=False)
 
 
@@ -231,19 +237,25 @@ def status(control: Control, as_json: bool):
     return print_status(control, as_json)
 
 
-def print_status(control: Control, as_json: bool) -> int:
+def status_rows(control: Control) -> tuple[list, int]:
+    """Every program's supervisord state and last heartbeat, and the unreadable hb frames."""
     sup = control.supervisor
     procs = sup.processes()
-    mismatch = control.config_mismatch()
-    if mismatch:
-        log.warning("%s: heartbeats may be missed", mismatch)
     settings = control.settings()
     bus_daemons = set(known_daemons())
     running = {p["name"] for p in procs if p["statename"] == "RUNNING"} & bus_daemons
     # Two intervals, plus time for the subscriptions to reach the publishers.
     window_s = 2 * settings.runtime.heartbeat_interval_s + 0.5
     heartbeats, bad = ps.collect_heartbeats(list(settings.endpoints.values()), window_s, running)
-    rows = ps.build_rows(procs, heartbeats, time.time_ns(), bus_daemons)
+    return ps.build_rows(procs, heartbeats, time.time_ns(), bus_daemons), bad
+
+
+def print_status(control: Control, as_json: bool) -> int:
+    sup = control.supervisor
+    mismatch = control.config_mismatch()
+    if mismatch:
+        log.warning("%s: heartbeats may be missed", mismatch)
+    rows, bad = status_rows(control)
     if as_json:
         click.echo(json.dumps({**ps.rows_as_json(rows), "supervisord_pid": sup.pid(),
                                "unreadable_heartbeats": bad}))
