@@ -1,7 +1,10 @@
 """strategy-box, continued: priming from Redis, definitions it refuses, instruments it does not
 know, which perpetual or future hedges which chain, futures kept fresh by tickers, the full scan
 after an unevaluated forward move, and the per-strike path against the whole-chain evaluation on
-a random 60-strike stream.
+a random 60-strike stream (with its bounds asked at the sharpest floor).
+
+Also: the instruments_primed count, and re-evaluation when a forward or hedge is young again at
+unchanged prices.
 
 The market is tests/test_strategy_box.py's (the five-strike BOX_MIDS chain, the 95000 call 0.01
 BTC cheap, which opens exactly CHEAP_CALL_IDS); its helpers drive the handler as the runtime does.
@@ -9,18 +12,23 @@ BTC cheap, which opens exactly CHEAP_CALL_IDS); its helpers drive the handler as
 
 from __future__ import annotations
 
+import dataclasses
 import math
 import random
 
+import numpy as np
 import pytest
 import redis
 
 from hedgepipe import messages as m
+from hedgepipe.boxes.chain import CALL, PUT, ChainKey, ExpiryChain
+from hedgepipe.boxes.evaluate import Evaluator
+from hedgepipe.boxes.fees import FeeSchedule
 from hedgepipe.clock import FakeClock
 from hedgepipe.runtime import run_handler
 from hedgepipe.store.redis_state import hash_key
 
-from .frames import (BOX_PREFIX, MS, T0, box_books, box_instruments, box_option,
+from .frames import (BOX_PREFIX, DAY, MS, T0, box_books, box_instruments, box_option,
                      future_book, instrument, md, md_book, md_index)
 from .test_strategy_box import (C90, C95, CHEAP_CALL_IDS, FUT, FUTURE_ASK, FUTURE_BID, LBOX, LINEAR,
                                 LINEAR_FIELDS, LINEAR_MARKET, MARKET, REV, S, _quoted_as_booked,
@@ -110,6 +118,29 @@ def test_reading_only_pipes_with_auto_does_not_touch_redis(redis_url, short_tmp,
     nowhere = service(prime_from_redis="auto", inputs=["-"], redis_url=f"unix://{short_tmp}/no-such.sock")
     run_handler(nowhere, [])
     assert nowhere.stats["prime_unavailable"] == 0
+
+
+def test_instruments_primed_counts_the_instruments_learned(redis_url):
+    # Store-writer keeps both kinds when both are on the bus: the chain's 11 definitions under
+    # clean.instrument and again under md.instrument; also an ETH option (currencies = BTC) and
+    # a BTC option with a NaN strike (refused). 11 instruments are learned, as etl-filter counts
+    # its instruments_primed (definitions taken).
+    store_instruments(redis_url)
+    raw = {topic: m.encode(msg) for topic, msg in box_instruments()}
+    eth = instrument("ETH-27DEC26-3000-C")
+    nan_strike = instrument("BTC-27DEC26-125000-C", strike=NAN)
+    clean = {clean_topic(x.name): m.encode(m.CleanInstrument(**m.to_builtins(x))) for x in (eth, nan_strike)}
+    client = redis.Redis.from_url(redis_url)
+    try:
+        client.hset(hash_key(b"md.instrument"), mapping=raw)
+        client.hset(hash_key(b"clean.instrument"), mapping=clean)
+    finally:
+        client.close()
+    svc = service(prime_from_redis=True, redis_url=redis_url, currencies=["BTC"])
+    assert run_handler(svc, []) == []
+    assert len(svc.market.options) == 10 and set(svc.market.futures) == {FUT}
+    assert svc.stats["rejected_instrument"] == 1
+    assert svc.stats["instruments_primed"] == 11
 
 
 # ---- 2. instruments it does not know ---------------------------------------------------------------
@@ -298,6 +329,39 @@ def test_a_future_ticker_showing_its_books_prices_keeps_the_forward_fresh(future
         assert outs == [] and set(svc.opps.open) == CHEAP_CALL_IDS
 
 
+@pytest.mark.parametrize("refresh", ["future ticker", "future book", "perpetual book"])
+def test_a_forward_or_hedge_fresh_again_reopens_without_waiting_for_the_full_scan(refresh):
+    # At 6 s the forward (or, with no listed future, the perpetual hedge) is 6 s old: the sweep
+    # closes what used it. Then it shows the same prices at 6 s: young again, so what it kept
+    # shut passes again, and the forward timer should find it, not the full scan 5 s later.
+    clock = FakeClock(T0)
+    svc = service(clock)
+    perpetual = refresh == "perpetual book"
+    if perpetual:
+        frames = box_instruments(future=False, perpetual=True) + [
+            future_book(100010.0, 100015.0, name="BTC-PERPETUAL"),
+            ticker(C90, 0.05, 1.0, 0.051, 1.0, underlying_price=100000.0)] + box_books(over=MARKET)
+        expected, reason = CHEAP_CALL_IDS - {REV}, "stale_hedge"
+    else:
+        frames = box_instruments() + [future_book(FUTURE_BID, FUTURE_ASK)] + box_books(over=MARKET)
+        expected, reason = CHEAP_CALL_IDS, "stale_forward"
+    assert events(run_handler(svc, frames)) == each(expected, "open")
+    timer(svc, "forwards")
+    clock.advance(6.0)
+    # every option's ticker shows its book at 6 s (and the underlying price, the synthetic forward)
+    outs = feed(svc, [ticker(name, *q, t=6 * S, seq=2) for name, q in _quoted_as_booked().items()])
+    assert events(outs + timer(svc, "sweep")) == each(expected, "close", reason)
+    if refresh == "future ticker":
+        fresh = ticker(FUT, FUTURE_BID, 1e5, FUTURE_ASK, 1e5, t=6 * S, seq=3, underlying_price=None)
+    elif refresh == "future book":
+        fresh = future_book(FUTURE_BID, FUTURE_ASK, t=6 * S, seq=3)
+    else:
+        fresh = future_book(100010.0, 100015.0, name="BTC-PERPETUAL", t=6 * S, seq=3)
+    feed(svc, [fresh])
+    assert events(timer(svc, "forwards")) == each(expected, "open")
+    assert timer(svc, "full-scan") == [] and svc.stats["scan_corrections"] == 0
+
+
 # ---- 6. the full scan right after a forward move --------------------------------------------------
 
 def test_a_forward_move_first_seen_by_the_full_scan_publishes_its_updates_and_corrects_nothing():
@@ -399,8 +463,11 @@ def _listing(strike: int) -> list:
             (box_option(strike, "C", WIDE), box_option(strike, "P", WIDE))]
 
 
-@pytest.mark.parametrize("seed", [1, 2])
-def test_the_per_strike_path_keeps_the_open_set_equal_to_the_whole_chain_evaluation(seed):
+def _wide_stream(seed: int, check, steps: int = 2000):
+    """Run the random stream on a fresh service, calling ``check(svc, expiry, where)`` after every
+    frame (a future's book: before and after the forward timer). Returns the service, the
+    expiry and what the stream did: steps after which the open set was empty ("quiet"), option
+    books that opened or closed something ("at_strike"), forward timers that did ("forward")."""
     rng = random.Random(seed)
     clock = FakeClock(T0)
     svc = service(clock)
@@ -417,47 +484,147 @@ def test_the_per_strike_path_keeps_the_open_set_equal_to_the_whole_chain_evaluat
     expiry = next(iter(svc.market.expiries.values()))
     seen = {"quiet": 0, "at_strike": 0, "forward": 0}
 
-    def check(where: str) -> None:
-        passing = set(svc.evaluator.whole(expiry, svc.now_ns()))
-        assert set(svc.opps.open) == passing, where
-        seen["quiet"] += not passing
+    def changes() -> int:
+        return svc.stats["opened"] + svc.stats["closed"]
 
-    check("start")
+    def future_then_timer(bid: float, ask: float, seq: int, t: int, where: str) -> None:
+        feed(svc, [future_book(bid, ask, seq=seq, t=t)])
+        check(svc, expiry, f"{where}, future {bid}/{ask} before the forward timer")
+        before = changes()
+        timer(svc, "forwards")
+        seen["forward"] += changes() > before
+
+    check(svc, expiry, "start")
     seq = 1
-    for step in range(2000):
+    for step in range(steps):
         seq += 1
         t = step * MS                                    # 2 s in all: every quote stays young
         clock.advance(0.001)
         roll = rng.random()
-        if late and step % 180 == 150:
+        if late and step % (steps // 11) == steps // 11 - 1:
             strike = late.pop()                          # a strike listed mid-stream (ten in all)
             feed(svc, _listing(strike))
             listed.append(strike)
         elif roll < 0.035:
             # the future moves; evaluated by the forward timer, as the runtime runs it
-            mid = 100000.0 + rng.randint(-400, 400) * 2.5
-            feed(svc, [future_book(mid - 2.5, mid + 2.5, seq=seq, t=t)])
-            before = svc.stats["opened"] + svc.stats["closed"]
-            timer(svc, "forwards")
-            seen["forward"] += svc.stats["opened"] + svc.stats["closed"] > before
+            mid = 100000.0 + rng.randint(-20, 20) * 2.5 * rng.choice((1, 1, 20))   # up to 50, or 1000
+            future_then_timer(mid - 2.5, mid + 2.5, seq, t, f"step {step}")
         elif roll < 0.05:
-            # the whole chain requoted at its fair mids, one book at a time: quiet again
+            # the future and the whole chain requoted at their fair prices, one book at a time:
+            # quiet again
+            future_then_timer(FUTURE_BID, FUTURE_ASK, seq, t, f"step {step}")
+            check(svc, expiry, f"step {step}, fair future")
             for k in listed:
                 for n, cp in enumerate("CP"):
                     fair = mids[k][n]
                     feed(svc, [_book_at(box_option(k, cp, WIDE), fair - TICK, fair + TICK, (5.0, 5.0), seq, t)])
-                    check(f"step {step}, fair {k}{cp}")
+                    check(svc, expiry, f"step {step}, fair {k}{cp}")
         else:
             k = rng.choice(listed)
             n = rng.randrange(2)
-            before = svc.stats["opened"] + svc.stats["closed"]
+            before = changes()
             feed(svc, [_random_book(rng, box_option(k, "CP"[n], WIDE), mids[k][n], seq, t)])
-            seen["at_strike"] += svc.stats["opened"] + svc.stats["closed"] > before
-        check(f"step {step}")
+            seen["at_strike"] += changes() > before
+        check(svc, expiry, f"step {step}")
+        seen["quiet"] += not svc.opps.open
     assert len(expiry.chain) == 60 and not late
+    return svc, expiry, seen
+
+
+@pytest.mark.parametrize("seed", [1, 2])
+def test_the_per_strike_path_keeps_the_open_set_equal_to_the_whole_chain_evaluation(seed):
+    def open_is_whole(svc, expiry, where: str) -> None:
+        if expiry.dirty:
+            return  # a forward move the forward timer has not evaluated yet: by design
+        assert set(svc.opps.open) == set(svc.evaluator.whole(expiry, svc.now_ns())), where
+
+    svc, expiry, seen = _wide_stream(seed, open_is_whole)
     # The stream really opened and closed structures on both paths, and was often quiet.
-    print(seen, svc.stats, sorted(svc.opps.open)[:40], {k: expiry.chain.quotes[0][expiry.chain.index_of(float(k))] for k in (120000.0, 95000.0)})
     assert seen["at_strike"] > 100 and seen["forward"] > 10 and seen["quiet"] > 100, seen
     assert svc.stats["rejected_crossed"] > 0
     timer(svc, "full-scan")
     assert svc.stats["scan_corrections"] == 0
+
+
+#: How far under the best edge the floor is put: float noise, far under any real slack of the bound.
+_FLOOR_EPS = 1e-6
+
+
+@pytest.mark.parametrize("seed", [1])
+def test_the_bounds_never_rule_out_a_structure_that_reaches_the_floor(seed):
+    # The bounds only decide what is skipped, so the open set above can miss a bound that is
+    # too tight unless an edge lands in the sliver it gets wrong. Here each is asked at the
+    # sharpest floor: the exact best edge with strike k (ExpiryChain.may_pass_with, with the
+    # terms kept at the forward of their last build and the slack for its moves since), the
+    # exact best box of the chain (Evaluator.could_pass); and the per-update parity edge must be
+    # the vectorised one.
+    asked = {"checks": 0, "may_pass_with": 0, "could_pass": 0, "slack": 0}
+
+    def bounds_hold(svc, expiry, where: str) -> None:
+        chain, h, now = expiry.chain, svc.evaluator.gates.hedge_rate, svc.now_ns()
+        if not (chain.forward_bid > 0 and len(chain) > 1):
+            return
+        slack_used = chain._bound_prices() != (chain._c_long, chain._c_short) and not chain._terms_stale
+        asked["checks"] += 1
+        for k in range(asked["checks"] % 4, len(chain), 4):     # a quarter of the strikes each time
+            edges = np.concatenate([chain.box_edges_with(side, k, h) for side in ("long", "short")])
+            if not np.isnan(edges).all():
+                best = float(np.nanmax(edges))
+                assert chain.may_pass_with(k, best - _FLOOR_EPS), f"{where}: strike {chain.strikes[k]}"
+                asked["may_pass_with"] += 1
+                asked["slack"] += slack_used
+            for side in ("reversal", "conversion"):
+                exact = float(chain.parity(side, h, np.array([k])).edge[0])
+                assert chain.parity_edge(side, k, h) == pytest.approx(exact, abs=1e-6, nan_ok=True), where
+        i, j = chain.all_pairs()
+        fresh = chain.oldest_ns[i].clip(max=chain.oldest_ns[j]) >= now - svc.evaluator.gates.max_quote_age_ns
+        edges = np.concatenate([chain.box_edges(side, i, j, h)[fresh] for side in ("long", "short")])
+        if edges.size and not np.isnan(edges).all():
+            floor = float(np.nanmax(edges)) - _FLOOR_EPS
+            gates = dataclasses.replace(svc.evaluator.gates, min_edge_usd=floor, parity=False)
+            assert Evaluator(gates, svc.market.hedge_quote).could_pass(expiry, now), where
+            asked["could_pass"] += 1
+
+    _wide_stream(seed, bounds_hold, steps=400)
+    assert asked["may_pass_with"] > 5000 and asked["could_pass"] > 300 and asked["slack"] > 100, asked
+
+
+@pytest.mark.parametrize("deep, quotes, k, best_edge", [
+    # 60000 call 0.400 / 0.401, put bid 0.0005 (no ask): syn_long = 0.401 + 0.0003 - 0.0005 +
+    # 0.0000625 (the put's fee capped at 0.125 x 0.0005) = 0.4008625 BTC, syn_short unknown.
+    # Best box with it: long 60000-100000, b = 0.4008625 + syn_short(100000) 0.0016 = 0.4024625,
+    # bought at 99982.5 x 1.0005 = 100032.49125: 40000 - 40259.3265097 (was 8.0532746 worse at
+    # the terms' forward 100052.50125). Slack 20.01 x (0.4008625 + 0.0116) = 8.2534 >= 8.0533.
+    (60000.0, {CALL: (0.400, 5.0, 0.401, 5.0), PUT: (0.0005, 5.0, None, None)}, 0, -259.3265097),
+    # 140000 put 0.400 / 0.401, call bid 0.0005 (no ask): syn_short = 0.4008625, syn_long unknown.
+    # Best box with it: long 101000-140000, b = syn_long(101000) -0.0084 + 0.4008625 = 0.3924625:
+    # 39000 - 0.3924625 x 100032.49125 = -259.0015972 (7.8531746 better than at the terms'
+    # forward). Slack 20.01 x (0.0084 + 0.4008625) = 8.1893 >= 7.8532.
+    (140000.0, {CALL: (0.0005, 5.0, None, None), PUT: (0.400, 5.0, 0.401, 5.0)}, 2, -259.0015972),
+], ids=["deep call strike", "deep put strike"])
+def test_a_synthetic_quoted_after_the_terms_were_built_widens_the_slack_of_a_forward_move(
+        deep, quotes, k, best_edge):
+    # The terms are built while only 100000 and 101000 are quoted (|synthetics| <= 0.0116 BTC:
+    # syn_long 0.0016 and -0.0084, syn_short 0.0016 and 0.0116); then a deep strike is quoted (a
+    # synthetic of 0.4 BTC) and the forward drops by 20 USD, too little to rebuild the terms
+    # (slack 40 x 0.41 = 16.5 USD < 0.05 % of the forward, 49.96). The slack must count the new
+    # synthetic: with the old ones only (20.01 x 0.02 = 0.40 USD) the bound of the best box with
+    # the deep strike falls about 7.5 USD short of its edge.
+    chain = ExpiryChain(ChainKey("deribit", "BTC", "BTC", T0 + 30 * DAY), fees=FeeSchedule())
+    for strike in sorted((deep, 100000.0, 101000.0)):
+        for option, cp in ((CALL, "C"), (PUT, "P")):
+            chain.add(strike, option, f"BTC-27DEC26-{int(strike)}-{cp}")
+    at = {strike: chain.index_of(strike) for strike in (100000.0, 101000.0)}
+    chain.forward_bid, chain.forward_ask = FUTURE_BID, FUTURE_ASK
+    chain.set_quote(at[100000.0], CALL, 0.056, 5.0, 0.057, 5.0, T0)
+    chain.set_quote(at[100000.0], PUT, 0.056, 5.0, 0.057, 5.0, T0)
+    chain.set_quote(at[101000.0], CALL, 0.052, 5.0, 0.053, 5.0, T0)
+    chain.set_quote(at[101000.0], PUT, 0.062, 5.0, 0.063, 5.0, T0)
+    chain.may_pass_with(at[100000.0], 0.0)               # the terms built at this forward
+    for option, quote in quotes.items():
+        chain.set_quote(k, option, *quote, T0)
+    chain.forward_bid, chain.forward_ask = FUTURE_BID - 20.0, FUTURE_ASK - 20.0
+    edges = [chain.box_edges_with(side, k, 0.0005) for side in ("long", "short")]
+    best = float(np.nanmax(np.concatenate(edges)))
+    assert best == pytest.approx(best_edge, abs=1e-6)
+    assert chain.may_pass_with(k, best - _FLOOR_EPS)

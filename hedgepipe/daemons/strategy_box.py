@@ -172,11 +172,15 @@ class StrategyBoxService(Service):
                                     url=cfg.redis_url, log_to=log)
         if stored is None:
             self.stats["prime_unavailable"] += 1
-        for msg in stored or ():
+            return ()
+        definitions: dict[tuple[str, str], m.Instrument] = {}
+        for msg in stored:  # the clean.* copy first, the md.* one only where there is none
+            definitions.setdefault((msg.venue, msg.name), msg)
+        for msg in definitions.values():
+            if (not self._bases or msg.base in self._bases) and instrument_problem(msg) is None:
+                self.stats["instruments_primed"] += 1
             self._instrument(msg)
-            self.stats["instruments_primed"] += 1
-        if stored:
-            log.info("instruments primed from Redis", extra={"instruments": len(stored)})
+        log.info("instruments primed from Redis", extra={"instruments": self.stats["instruments_primed"]})
         return ()
 
     def on_message(self, topic, msg):
@@ -207,7 +211,11 @@ class StrategyBoxService(Service):
     def _ticker(self, msg: m.Ticker):
         received = self._received(msg)
         if msg.underlying_price is not None:
-            self.market.on_underlying(msg.instrument, msg.underlying_price, received)
+            option = self.market.options.get(msg.instrument)
+            before = option[0].forward_ns if option is not None else 0
+            expiry = self.market.on_underlying(msg.instrument, msg.underlying_price, received)
+            if expiry is not None and before < self.now_ns() - self.evaluator.gates.max_quote_age_ns:
+                expiry.dirty = True  # a synthetic forward young again (maybe at the same price)
         if self.config.quote_source != "ticker":
             return self._confirm(msg, received)
         return self._top(msg.instrument, msg.bid, msg.bid_amount, msg.ask, msg.ask_amount, received, False)
@@ -218,7 +226,10 @@ class StrategyBoxService(Service):
         only age moved)."""
         option = self.market.options.get(msg.instrument)
         if option is None:
+            quote = self.market.futures.get(msg.instrument)
+            before = quote.ts_ns if quote is not None else 0
             self.market.confirm(msg.instrument, msg.bid, msg.ask, received)
+            self._young_again(quote, before)
             return ()
         chain = option[0].chain
         k = chain.index_of(option[1])
@@ -253,11 +264,25 @@ class StrategyBoxService(Service):
             self.once(problem, f"{name}: unusable quote ({problem}: bid {bid} x {bid_amount}, "
                       f"ask {ask} x {ask_amount}); its quotes are void until a good one")
             stale = True
+        quote = self.market.futures.get(name)
+        before = quote.ts_ns if quote is not None else 0
         touched = self.market.on_top(name, bid, bid_amount, ask, ask_amount, ts_ns, stale)
         if not isinstance(touched, StrikeUpdate):
+            self._young_again(quote, before)
             return ()  # a forward moved: its expiries are dirty, evaluated by the timer
         self.stats["quotes"] += 1
         return self._evaluate_strike(touched)
+
+    def _young_again(self, quote, before_ns: int) -> None:
+        """A future or perpetual quote too old to trade on and young again (same prices: no
+        forward move marked it): the expiries it is the forward or hedge of are re-evaluated."""
+        if quote is None:
+            return
+        fresh_after = self.now_ns() - self.evaluator.gates.max_quote_age_ns
+        if before_ns < fresh_after <= quote.ts_ns:
+            for expiry in self.market.expiries.values():
+                if expiry.future == quote.name or self.market.hedge_quote(expiry) is quote:
+                    expiry.dirty = True
 
     def _evaluate_strike(self, update: StrikeUpdate):
         self.stats["evaluations"] += 1
