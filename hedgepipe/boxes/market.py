@@ -166,25 +166,15 @@ class Market:
             self.refresh_forward(expiry)
         return quote.expiries
 
-    def knows(self, name: str) -> bool:
-        return name in self.options or name in self.futures
-
-    def confirm(self, name: str, bid: float | None, ask: float | None, ts_ns: int) -> StrikeUpdate | None:
-        """A ticker of an instrument quoted from books: when it shows the book's best bid and
-        ask, the book is current at its time (a book that does not change sends nothing).
-        Returns an option's strike (its quote is younger); a future's or perpetual's quote is
-        made younger in place."""
-        option = self.options.get(name)
-        if option is not None:
-            expiry, strike, side = option
-            k = expiry.chain.index_of(strike)
-            return StrikeUpdate(expiry, k) if expiry.chain.confirm(k, side, bid, ask, ts_ns) else None
-        quote = self.futures.get(name)
-        if quote is not None and same_price(quote.bid, bid) and same_price(quote.ask, ask) and ts_ns > quote.ts_ns:
+    @staticmethod
+    def confirm_future(quote: Quote, bid: float | None, ask: float | None, ts_ns: int) -> None:
+        """A future's or perpetual's ticker: when it shows the book's best bid and ask, the book
+        is current at its time (a book that does not change sends nothing), and so is the
+        forward it gives (options: ExpiryChain.confirm)."""
+        if same_price(quote.bid, bid) and same_price(quote.ask, ask) and ts_ns > quote.ts_ns:
             quote.ts_ns = ts_ns
             for expiry in quote.expiries:
                 expiry.forward_ns = ts_ns
-        return None
 
     def on_underlying(self, name: str, price: float | None, ts_ns: int) -> Expiry | None:
         """An option ticker's underlying_price: the forward of an expiry with no listed future."""

@@ -214,7 +214,7 @@ class StrategyBoxService(Service):
             option = self.market.options.get(msg.instrument)
             before = option[0].forward_ns if option is not None else 0
             expiry = self.market.on_underlying(msg.instrument, msg.underlying_price, received)
-            if expiry is not None and before < self.now_ns() - self.evaluator.gates.max_quote_age_ns:
+            if expiry is not None and self._fresh_again(before, expiry.forward_ns):
                 expiry.dirty = True  # a synthetic forward young again (maybe at the same price)
         if self.config.quote_source != "ticker":
             return self._confirm(msg, received)
@@ -227,20 +227,20 @@ class StrategyBoxService(Service):
         option = self.market.options.get(msg.instrument)
         if option is None:
             quote = self.market.futures.get(msg.instrument)
-            before = quote.ts_ns if quote is not None else 0
-            self.market.confirm(msg.instrument, msg.bid, msg.ask, received)
-            self._young_again(quote, before)
+            if quote is not None:
+                before = quote.ts_ns
+                self.market.confirm_future(quote, msg.bid, msg.ask, received)
+                self._young_again(quote, before)
             return ()
-        chain = option[0].chain
-        k = chain.index_of(option[1])
+        expiry, strike, side = option
+        chain = expiry.chain
+        k = chain.index_of(strike)
         before = int(chain.oldest_ns[k])
-        update = self.market.confirm(msg.instrument, msg.bid, msg.ask, received)
-        if update is None:
+        if not chain.confirm(k, side, msg.bid, msg.ask, received):
             return ()
         self.stats["confirmed"] += 1
-        fresh_after = self.now_ns() - self.evaluator.gates.max_quote_age_ns
-        if before < fresh_after <= chain.oldest_ns[k]:
-            return self._evaluate_strike(update)
+        if self._fresh_again(before, int(chain.oldest_ns[k])):
+            return self._evaluate_strike(StrikeUpdate(expiry, k))
         return ()
 
     def _index(self, msg: m.Index):
@@ -251,7 +251,8 @@ class StrategyBoxService(Service):
         return ()
 
     def _top(self, name, bid, bid_amount, ask, ask_amount, ts_ns, stale):
-        if not self.market.knows(name):
+        quote = self.market.futures.get(name)
+        if quote is None and name not in self.market.options:
             # Not (yet) defined, another currency, or a definition refused: counted, since a
             # daemon that knows no instrument is blind (priming from Redis prevents it).
             self.stats["unknown_instrument"] += 1
@@ -264,7 +265,6 @@ class StrategyBoxService(Service):
             self.once(problem, f"{name}: unusable quote ({problem}: bid {bid} x {bid_amount}, "
                       f"ask {ask} x {ask_amount}); its quotes are void until a good one")
             stale = True
-        quote = self.market.futures.get(name)
         before = quote.ts_ns if quote is not None else 0
         touched = self.market.on_top(name, bid, bid_amount, ask, ask_amount, ts_ns, stale)
         if not isinstance(touched, StrikeUpdate):
@@ -273,13 +273,17 @@ class StrategyBoxService(Service):
         self.stats["quotes"] += 1
         return self._evaluate_strike(touched)
 
+    def _fresh_again(self, before_ns: int, after_ns: int) -> bool:
+        """A quote time that was too old to trade on and is not any more."""
+        fresh_after = self.now_ns() - self.evaluator.gates.max_quote_age_ns
+        return before_ns < fresh_after <= after_ns
+
     def _young_again(self, quote, before_ns: int) -> None:
         """A future or perpetual quote too old to trade on and young again (same prices: no
         forward move marked it): the expiries it is the forward or hedge of are re-evaluated."""
         if quote is None:
             return
-        fresh_after = self.now_ns() - self.evaluator.gates.max_quote_age_ns
-        if before_ns < fresh_after <= quote.ts_ns:
+        if self._fresh_again(before_ns, quote.ts_ns):
             for expiry in self.market.expiries.values():
                 if expiry.future == quote.name or self.market.hedge_quote(expiry) is quote:
                     expiry.dirty = True
